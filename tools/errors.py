@@ -1,0 +1,41 @@
+"""Errors that tell the caller what to do: retry a TemporaryError, record and skip a PermanentError."""
+
+from __future__ import annotations
+
+import re
+
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(authorization:\s*)(bearer|token|basic)\s+\S+"),
+    re.compile(r"(?i)((?:token|password|secret|api[_-]?key)=)[^&\s]+"),
+    re.compile(r"(https?://)[^/@\s:]+:[^/@\s]+@"),
+    re.compile(r"\b(xox[abprs]-[A-Za-z0-9-]+|gh[pousr]_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9_-]{20,})\b"),
+]
+
+
+def scrub(text: str) -> str:
+    """Remove credentials (tokens, passwords in URLs, auth headers) from a message."""
+    text = _SECRET_PATTERNS[0].sub(r"\1\2 ***", text)
+    text = _SECRET_PATTERNS[1].sub(r"\1***", text)
+    text = _SECRET_PATTERNS[2].sub(r"\1***@", text)
+    text = _SECRET_PATTERNS[3].sub("***", text)
+    return text
+
+
+class ToolError(Exception):
+    """Base of adapter errors. ``source`` names the system (a URL, a path), never a secret."""
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        super().__init__(scrub(message))
+        self.source = scrub(source)
+
+
+class TemporaryError(ToolError):
+    """Worth retrying after ``delay`` seconds (network blip, 5xx, lock held)."""
+
+    def __init__(self, message: str, *, source: str = "", delay: float = 1.0) -> None:
+        super().__init__(message, source=source)
+        self.delay = delay
+
+
+class PermanentError(ToolError):
+    """Retrying will not help (bad query, rejected push, malformed file): record it and move on."""

@@ -1,0 +1,95 @@
+"""One small Protocol per outside system. Adapters implement them; tests/fakes has one fake each.
+
+All methods are keyword-only. Adapters raise ``tools.errors.TemporaryError`` /
+``PermanentError`` (never bare exceptions) and return the structured results of
+``tools.results``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol
+
+from memory.records import PullRequest
+from tools.results import AuditEvent, PublishResult, RepoSnapshot, SignalResult
+
+
+class MetricsSource(Protocol):
+    """Signal-level metrics: each method returns series on the regular grid
+    ``start, start+step, ..., end`` (NaN where there is no sample)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self) -> None:
+        """Raise TemporaryError naming the URL/file when the source cannot be reached."""
+
+    def workload_cost(
+        self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
+        resources: tuple[str, ...] = ("cpu", "gpu", "memory"),
+    ) -> SignalResult:
+        """$/h of one Deployment (pods ``<name>-<hash>-<5>``), summed over its pods; one series."""
+
+    def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+        """``kube_deployment_status_replicas`` of one Deployment; one series."""
+
+    def request_rate(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+        """Requests per second (``inference_requests_total``) of one service, all versions; one series."""
+
+    def prediction_counters(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+        """Raw ``inference_predictions_total`` samples; one series per (model_version, class)."""
+
+    def outcome_counters(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+        """Raw ``inference_outcomes_total`` samples; one series per label set."""
+
+
+class GitOpsRepo(Protocol):
+    """The GitOps repository: desired state, policies, history."""
+
+    @property
+    def remote(self) -> str: ...
+
+    def sync(self) -> RepoSnapshot:
+        """Clone or fetch, check out the tip of the base branch and parse every YAML file."""
+
+    def read_file(self, *, path: str, ref: str | None = None) -> str | None: ...
+
+    def field_history(
+        self, *, path: str, doc_kind: str, doc_name: str, field: tuple[str | int, ...], limit: int = 50,
+    ) -> list[tuple[str, datetime, object]]:
+        """``(commit, committed_at, value)`` for each commit that changed the file, newest first."""
+
+
+class PullRequests(Protocol):
+    """A PR provider (local bare remote, GitHub, GitLab). Stateless: the records live in memory."""
+
+    @property
+    def name(self) -> str: ...
+
+    def publish(
+        self, *, branch: str, title: str, body: str, files: dict[str, str], message: str,
+        incident_ids: Iterable[str], labels: Iterable[str] = (), existing: PullRequest | None = None,
+    ) -> PublishResult:
+        """Make ``branch`` one commit on top of the base branch whose tree has ``files``
+        (repo path -> full new content). Idempotent: when the branch already holds exactly that
+        change, nothing is pushed (``pushed=False``)."""
+
+    def refresh(self, *, pr: PullRequest) -> PullRequest:
+        """Current status of a PR (merged / closed by a human, etc.)."""
+
+    def close(self, *, pr: PullRequest, comment: str) -> PullRequest: ...
+
+    def merge(self, *, pr: PullRequest) -> PullRequest: ...
+
+
+class AuditLog(Protocol):
+    """Kubernetes audit-log events after a cursor."""
+
+    def read(self, *, cursor: str | None, since: datetime) -> tuple[list[AuditEvent], str]:
+        """Events after ``cursor`` (or with time >= ``since`` when there is no cursor), and the new cursor."""
+
+
+class Notifier(Protocol):
+    def notify(self, *, channel: str, text: str, blocks: list[dict[str, object]] | None = None) -> str | None:
+        """Send a message; returns its id (e.g. Slack ts) when there is one."""

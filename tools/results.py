@@ -1,0 +1,101 @@
+"""Structured results returned by adapters (status + the exact query + params), never bare exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+
+from memory.records import PullRequest
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series on a regular time grid. ``timestamps`` are unix seconds (float64),
+    ``values`` float64 with NaN where no sample was seen."""
+
+    labels: dict[str, str]
+    timestamps: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    status: Literal["ok", "no_data", "error"]
+    series: list[Series] = field(default_factory=list)
+    query: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def first(self) -> Series | None:
+        return self.series[0] if self.series else None
+
+
+@dataclass(frozen=True)
+class ManifestDoc:
+    """One YAML document of the GitOps repo that remediator understands."""
+
+    file: str            # repo-relative path
+    index: int           # document index inside the file
+    kind: str
+    api_version: str
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    body: dict[str, Any]  # plain (JSON-like) copy of the document
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class RepoSnapshot:
+    commit: str
+    committed_at: datetime
+    manifests: list[ManifestDoc]
+    budgets: list[dict[str, Any]]
+    guardrails: dict[str, Any]
+    problems: list[FileProblem]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    pr: PullRequest
+    pushed: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """The fields of a Kubernetes audit event remediator uses (all strings untrusted)."""
+
+    audit_id: str
+    at: datetime
+    verb: str
+    user: str
+    groups: tuple[str, ...]
+    user_agent: str
+    source_ips: tuple[str, ...]
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    api_group: str
+    request_uri: str
+    code: int | None
+    request_object: dict[str, Any] | None
