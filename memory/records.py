@@ -141,7 +141,7 @@ class RemediationPlan(Record):
     rationale: str = ""
     planner: str = "deterministic"
     planner_reason: str = ""
-    guard_verdict: Literal["pending", "accepted", "rejected", "notify_only"] = "pending"
+    guard_verdict: Literal["pending", "accepted", "rejected", "notify_only", "deferred"] = "pending"
     guard_reasons: tuple[str, ...] = ()
     created_at: datetime = Field(default_factory=utcnow)
 

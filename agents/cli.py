@@ -1,0 +1,320 @@
+"""The `remediator` command line.
+
+Exit codes: 0 = done; 1 = the cycle could not run (an outside system unreachable after
+retries); 2 = bad config or usage (one line naming the key). No tracebacks for either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agents.config import ConfigError, Settings, load_settings
+
+HELP = """remediator keeps GitOps-managed AI workloads cheap, fair and as declared.
+
+Each cycle it reads the GitOps repo, Prometheus and the Kubernetes audit log, detects cost
+anomalies, budget breaches, model drift, fairness violations and out-of-band changes, and
+proposes fixes as pull requests that humans approve. It never writes to the cluster.
+
+\b
+Start here:
+  remediator demo                                  # everything embedded, no outside services
+  remediator run-once --config remediator.yaml     # one cycle against your Prometheus + Git
+  remediator run-once --config remediator.yaml --dry-run   # show the PRs, push nothing
+  remediator daemon --config remediator.yaml       # every scheduler.interval; SIGTERM = finish cycle, exit 0
+  remediator incidents list --config remediator.yaml
+  remediator decisions approve INCIDENT --config remediator.yaml
+  remediator audit verify --config remediator.yaml
+
+Config keys can be overridden by env REMEDIATOR_<SECTION>__<KEY> (e.g. REMEDIATOR_PROMETHEUS__URL).
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_enable=False)
+incidents_app = typer.Typer(help="Incidents: what was detected and where it stands.", no_args_is_help=True)
+decisions_app = typer.Typer(help="Decisions: approve or reject proposed remediations (without Slack).",
+                            no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit trail of every decision.", no_args_is_help=True)
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(decisions_app, name="decisions")
+app.add_typer(audit_app, name="audit")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="daemon config YAML (see config/remediator.example.yaml)",
+                                         envvar="REMEDIATOR_CONFIG")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout (logs go to stderr)")]
+log = logging.getLogger("remediator")
+
+
+class Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("REMEDIATOR_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("urllib3", "git", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(config: Path) -> Settings:
+    return load_settings(config)
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=1, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------- cycles
+
+@app.command("run-once")
+def run_once(config: ConfigOpt, json_out: JsonOpt = False,
+             dry_run: Annotated[bool, typer.Option("--dry-run", help="plan and print PRs (diff + body); push nothing, record no cursor")] = False,
+             verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run one full cycle now (evaluated at the wall-clock time it starts) and report it."""
+    setup_logging(verbose)
+    from agents.compose import build_deps, checkpoint_path
+    from agents.graph import run_cycle, sqlite_checkpointer
+
+    settings = _settings(config)
+    deps = build_deps(settings, dry_run=dry_run, on_progress=lambda m: log.info(m))
+    with sqlite_checkpointer(checkpoint_path(settings)) as cp:
+        report = run_cycle(deps, cp)
+    if json_out:
+        _print_json(report)
+    else:
+        _print_report(report)
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    out = typer.echo
+    out(f"cycle {r['cycle_id']} at {r['started_at']}")
+    out(f"findings: {len(r['findings'])}")
+    for f in r["findings"]:
+        out(f"  [{f['severity']}] {f['kind']} {f['service']}: {f['summary']}")
+    out(f"incidents: {len(r['incidents'])}")
+    for i in r["incidents"]:
+        out(f"  {i['id']} {i['kind']} {i['service']} {i['severity']} {i['status']}")
+    out(f"pull requests: {len(r['pull_requests'])}")
+    for p in r["pull_requests"]:
+        out(f"  {p['id']} {p['status']} {p['branch']} {', '.join(p['files'])}")
+    for n in r["notifications"]:
+        out(f"  notified {n['channel']}: {n['summary'][:200]}")
+    if r["errors"]:
+        out(f"errors: {len(r['errors'])}")
+        for e in r["errors"]:
+            out(f"  {e['stage']} {e['source']}: {e['message']}")
+
+
+@app.command()
+def daemon(config: ConfigOpt, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run a cycle every scheduler.interval until SIGTERM/SIGINT (the cycle in flight finishes; exit 0)."""
+    setup_logging(verbose)
+    from agents.daemon import run_daemon
+
+    run_daemon(_settings(config))
+
+
+@app.command()
+def demo(state_dir: Annotated[Path | None, typer.Option("--state-dir", help="where the demo writes (default: $XDG_STATE_HOME/remediator/demo)")] = None,
+         cycles: Annotated[int, typer.Option(min=1, max=5, help="cycles to run (the 2nd shows idempotency)")] = 2,
+         json_out: JsonOpt = False) -> None:
+    """Run the whole loop on embedded data: no outside services needed."""
+    setup_logging(False)
+    from agents.demo import run_demo
+
+    run_demo(state_dir, cycles=cycles, json_out=json_out)
+
+
+# ----------------------------------------------------------------------------- incidents
+
+def _store(config: Path):  # type: ignore[no-untyped-def]
+    from agents.compose import open_store
+
+    return open_store(_settings(config))
+
+
+@incidents_app.command("list")
+def incidents_list(config: ConfigOpt, json_out: JsonOpt = False,
+                   all_: Annotated[bool, typer.Option("--all", help="include resolved/closed/rejected")] = False) -> None:
+    """List incidents (active ones unless --all)."""
+    from memory.records import ACTIVE_STATUSES
+
+    store = _store(config)
+    items = store.list_incidents(statuses=None if all_ else ACTIVE_STATUSES)
+    if json_out:
+        _print_json([i.model_dump(mode="json") for i in items])
+        return
+    if not items:
+        typer.echo("no incidents" + ("" if all_ else " (active); --all shows resolved ones too"))
+    for i in items:
+        typer.echo(f"{i.id}  {i.status:<9} {i.severity:<8} {i.kind:<18} {i.service:<40} {i.summary[:100]}")
+
+
+@incidents_app.command("show")
+def incidents_show(incident_id: str, config: ConfigOpt, json_out: JsonOpt = False) -> None:
+    """Show one incident with its evidence, plans, PRs and decisions (why did the agent do that?)."""
+    store = _store(config)
+    inc = store.get_incident(incident_id)
+    if inc is None:
+        raise Exit(2, f"no incident {incident_id!r}; see `remediator incidents list --all`")
+    plan = store.latest_plan(inc.id)
+    prs = [p for p in store.list_prs() if inc.id in p.incident_ids]
+    decisions = store.list_decisions(incident_id=inc.id)
+    doc = {"incident": inc.model_dump(mode="json"), "plan": plan.model_dump(mode="json") if plan else None,
+           "pull_requests": [p.model_dump(mode="json", exclude={"body"}) for p in prs],
+           "decisions": [d.model_dump(mode="json") for d in decisions]}
+    if json_out:
+        _print_json(doc)
+        return
+    typer.echo(f"{inc.id} {inc.kind} {inc.service} [{inc.severity}] {inc.status}\n  {inc.summary}")
+    typer.echo(f"  opened {inc.opened_at:%Y-%m-%d %H:%M}Z, last seen {inc.last_seen_at:%Y-%m-%d %H:%M}Z, fingerprint {inc.fingerprint}")
+    typer.echo("  evidence: " + json.dumps({k: v for k, v in inc.evidence.items() if k != "points"}, default=str)[:1500])
+    if plan:
+        typer.echo(f"  plan {plan.id}: {plan.playbook} by {plan.planner} planner; guard: {plan.guard_verdict} "
+                   f"{'; '.join(plan.guard_reasons)}\n  why: {plan.rationale}")
+        for e in plan.edits:
+            typer.echo(f"    {e.file} {e.doc_kind}/{e.doc_name} {'.'.join(map(str, e.path))}: {e.old} -> {e.new}")
+    for p in prs:
+        typer.echo(f"  PR {p.id} {p.status} {p.branch} {p.url}")
+    for d in decisions:
+        typer.echo(f"  decision {d.id}: {d.verdict} by {d.actor} via {d.source} at {d.at:%Y-%m-%d %H:%M}Z {d.reason}")
+
+
+# ----------------------------------------------------------------------------- decisions
+
+@decisions_app.command("list")
+def decisions_list(config: ConfigOpt, json_out: JsonOpt = False) -> None:
+    """Pending proposals awaiting a decision, then past decisions."""
+    store = _store(config)
+    pending = [i for i in store.list_incidents(statuses=["proposed"])]
+    past = store.list_decisions()
+    if json_out:
+        _print_json({"pending": [i.report() for i in pending], "decisions": [d.model_dump(mode="json") for d in past]})
+        return
+    typer.echo(f"pending: {len(pending)}")
+    for i in pending:
+        typer.echo(f"  {i.id} {i.kind} {i.service}: {i.summary[:120]}")
+    typer.echo(f"decisions: {len(past)}")
+    for d in past:
+        typer.echo(f"  {d.id} {d.verdict} {d.incident_id} by {d.actor} via {d.source} at {d.at:%Y-%m-%d %H:%M}Z")
+
+
+@decisions_app.command("show")
+def decisions_show(decision_id: str, config: ConfigOpt, json_out: JsonOpt = False) -> None:
+    """Show one decision."""
+    store = _store(config)
+    d = store.get_decision(decision_id)
+    if d is None:
+        raise Exit(2, f"no decision {decision_id!r}; see `remediator decisions list`")
+    if json_out:
+        _print_json(d.model_dump(mode="json"))
+    else:
+        typer.echo(f"{d.id} {d.verdict} incident {d.incident_id} PR {d.pr_id} by {d.actor} via {d.source} at {d.at}: {d.reason}")
+
+
+def _decide(config: Path, incident_id: str, verdict: str, actor: str | None, reason: str, json_out: bool) -> None:
+    setup_logging(False)
+    from agents.approvals import decide
+    from agents.compose import build_deps
+
+    settings = _settings(config)
+    deps = build_deps(settings)
+    d = decide(deps, incident_id=incident_id, verdict=verdict, actor=actor or os.environ.get("USER", "cli"),
+               source="cli", reason=reason)
+    if json_out:
+        _print_json(d.model_dump(mode="json"))
+    else:
+        typer.echo(f"{d.verdict}d {d.incident_id} ({d.id}) {d.reason}")
+
+
+@decisions_app.command("approve")
+def decisions_approve(incident_id: str, config: ConfigOpt, actor: Annotated[str | None, typer.Option(help="who approves (default $USER)")] = None,
+                      reason: str = "", json_out: JsonOpt = False) -> None:
+    """Approve the open PR of an incident: merges it on the local provider."""
+    _decide(config, incident_id, "approve", actor, reason, json_out)
+
+
+@decisions_app.command("reject")
+def decisions_reject(incident_id: str, config: ConfigOpt, actor: Annotated[str | None, typer.Option(help="who rejects (default $USER)")] = None,
+                     reason: str = "", json_out: JsonOpt = False) -> None:
+    """Reject the proposal: closes the PR; the same plan is not proposed again within the cooldown."""
+    _decide(config, incident_id, "reject", actor, reason, json_out)
+
+
+# ----------------------------------------------------------------------------- audit
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOpt, json_out: JsonOpt = False) -> None:
+    """Recompute the hash chain; exit 1 naming the first bad entry."""
+    store = _store(config)
+    res = store.audit.verify()
+    if json_out:
+        _print_json({"ok": res.ok, "count": res.count, "first_bad_seq": res.first_bad_seq, "reason": res.reason})
+    else:
+        typer.echo(f"audit chain OK: {res.count} entries" if res.ok else f"audit chain BROKEN: {res.reason}")
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(config: ConfigOpt, out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (default stdout)")] = None) -> None:
+    """Write the audit trail as JSON lines."""
+    store = _store(config)
+    if out is None:
+        n = store.audit.export(sys.stdout)
+    else:
+        with out.open("w") as fp:
+            n = store.audit.export(fp)
+        typer.echo(f"wrote {n} entries to {out}", err=True)
+
+
+def main() -> None:
+    from agents.cycle import CycleAborted
+    from tools.errors import ToolError, scrub
+
+    try:
+        app(standalone_mode=False)
+    except (ConfigError, Exit) as e:
+        code = getattr(e, "code", 2)
+        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
+        sys.exit(code)
+    except CycleAborted as e:
+        sys.stderr.write(f"remediator: cycle could not run: {scrub(str(e))}\n")
+        sys.exit(1)
+    except ToolError as e:
+        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
+        sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.stderr.write("remediator: aborted\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.UsageError):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
+
+_ = datetime, UTC

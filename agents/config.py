@@ -1,0 +1,246 @@
+"""Daemon configuration: typed, bounded, documented. Loaded only by the CLI and handed on.
+
+A YAML file gives the values; any key can be overridden by an environment variable
+``REMEDIATOR_<SECTION>__<KEY>`` (e.g. ``REMEDIATOR_PROMETHEUS__URL``). Secrets (tokens,
+API keys) are accepted only from the environment or from a ``*_file`` path, never inline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90s``, ``5m``, ``1h30m``, ``7d`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    m = _DURATION.match(str(value))
+    if not m or not any(m.groups()):
+        raise ValueError(f"{value!r} is not a duration; write e.g. 90s, 5m, 1h30m or 7d")
+    d, h, mi, s = (int(g or 0) for g in m.groups())
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrometheusSettings(Section):
+    url: str = Field("http://127.0.0.1:9090", description="Prometheus base URL")
+    timeout_s: float = Field(30, gt=0, le=600, description="per-query timeout")
+    scrape_interval: timedelta = Field(timedelta(seconds=60), description="rate windows are at least 4x this")
+    retries: int = Field(3, ge=0, le=10)
+    queries: dict[str, str] = Field(default_factory=dict, description="override default PromQL per signal")
+    replay_file: Path | None = Field(None, description="read an OpenMetrics file instead of Prometheus (demo, tests)")
+    replay_ends_now: bool = Field(False, description="shift the replayed samples so the last one is the cycle's start")
+
+    _dur = field_validator("scrape_interval", mode="before")(lambda v: parse_duration(v))
+
+
+class GitOpsSettings(Section):
+    remote: str = Field(..., description="URL or path of the GitOps repository")
+    branch: str = Field("main", min_length=1)
+    provider: Literal["local", "github", "gitlab"] = "local"
+    workdir: Path | None = Field(None, description="where clones live; default beside the state DB")
+    author: str = Field("remediator <remediator@localhost>", description="commit identity of the bot")
+    policies_dir: str = "policies"
+    token_file: Path | None = Field(None, description="file holding the provider token (github/gitlab)")
+    token: SecretStr | None = Field(None, description="provider token; env REMEDIATOR_GITOPS__TOKEN only")
+
+    @property
+    def author_name(self) -> str:
+        return self.author.split("<")[0].strip() or "remediator"
+
+    @property
+    def author_email(self) -> str:
+        m = re.search(r"<([^>]+)>", self.author)
+        return m.group(1) if m else "remediator@localhost"
+
+
+class AuditLogSettings(Section):
+    paths: list[Path] = Field(default_factory=list)
+    initial_lookback: timedelta = Field(timedelta(hours=1), description="what the first run reads")
+
+    _dur = field_validator("initial_lookback", mode="before")(lambda v: parse_duration(v))
+
+
+class MemorySettings(Section):
+    url: str = Field("sqlite:////var/lib/remediator/state.db", description="sqlite:////abs/path or postgresql://...")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("sqlite:") or v.startswith("postgresql")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return v
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.url.startswith("sqlite:///"):
+            return Path(self.url[len("sqlite:///"):])
+        return None
+
+
+class LLMSettings(Section):
+    provider: Literal["none", "openai"] = "none"
+    base_url: str | None = None
+    model: str | None = None
+    timeout_s: float = Field(30, gt=0, le=600)
+    max_tokens: int = Field(1024, ge=16, le=32768)
+    api_key: SecretStr | None = Field(None, description="env REMEDIATOR_LLM__API_KEY only")
+    api_key_file: Path | None = None
+
+
+class SlackSettings(Section):
+    enabled: bool = False
+    channel: str = "#remediator"
+    bot_token: SecretStr | None = Field(None, description="env REMEDIATOR_SLACK__BOT_TOKEN only")
+    bot_token_file: Path | None = None
+    signing_secret: SecretStr | None = Field(None, description="env REMEDIATOR_SLACK__SIGNING_SECRET only")
+    signing_secret_file: Path | None = None
+    approvers: list[str] = Field(default_factory=list)
+
+
+class SchedulerSettings(Section):
+    interval: timedelta = Field(timedelta(minutes=5), description="time between cycle starts")
+
+    _dur = field_validator("interval", mode="before")(lambda v: parse_duration(v))
+
+    @field_validator("interval")
+    @classmethod
+    def _min(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=10):
+            raise ValueError("must be at least 10s")
+        return v
+
+
+class DetectionSettings(Section):
+    min_duration: timedelta = Field(timedelta(minutes=15), description="shorter cost excursions are noise")
+    history: timedelta = Field(timedelta(days=7), description="how much metric history a cycle reads")
+    cost_min_ratio: float = Field(1.3, gt=1.0, le=100, description="cost must exceed its baseline by this factor")
+    cost_z: float = Field(4.0, gt=0, le=100, description="and by this many robust standard deviations")
+    drift_min_samples: int = Field(200, ge=1, description="predictions needed on each side before drift is judged")
+    fairness_min_group: int = Field(100, ge=1, description="outcomes needed per group")
+
+    _dur = field_validator("min_duration", "history", mode="before")(lambda v: parse_duration(v))
+
+
+class Settings(BaseSettings):
+    """The whole daemon config. Unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REMEDIATOR_", env_nested_delimiter="__", extra="forbid", case_sensitive=False,
+    )
+
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    gitops: GitOpsSettings
+    auditlog: AuditLogSettings = Field(default_factory=AuditLogSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # env overrides the file
+
+    @model_validator(mode="after")
+    def _paths(self) -> Settings:
+        if self.llm.provider == "openai" and not self.llm.model:
+            raise ValueError("llm.model is required when llm.provider is openai")
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        p = self.memory.sqlite_path
+        if p is not None:
+            return p.parent
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "remediator"
+
+    @property
+    def workdir(self) -> Path:
+        if self.gitops.workdir is not None:
+            return self.gitops.workdir
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.gitops.remote).strip("-")[-60:]
+        return self.state_dir / "git" / slug
+
+
+SECRET_KEYS = {("gitops", "token"), ("llm", "api_key"), ("slack", "bot_token"), ("slack", "signing_secret")}
+
+
+class ConfigError(Exception):
+    """Bad config or usage: one line naming the file and key. Exit code 2."""
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-")) or "(top level)"
+
+
+def load_settings(path: Path | str) -> Settings:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"config {path}: cannot read ({e.strerror}); pass --config FILE") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config {path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping of sections (prometheus, gitops, ...)")
+    for section, key in SECRET_KEYS:
+        if isinstance(data.get(section), dict) and key in data[section]:
+            env = f"REMEDIATOR_{section.upper()}__{key.upper()}"
+            raise ConfigError(
+                f"config {path}: {section}.{key}: secrets are not accepted in the config file; "
+                f"set {env} or {section}.{key}_file"
+            )
+    return validate_settings(data, source=str(path))
+
+
+def validate_settings(data: dict[str, Any], *, source: str = "config") -> Settings:
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _loc(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `remediator --help` and the README's config section)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        got = err.get("input")
+        extra = f" (got {got!r})" if err["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
+        more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"config {source}: {key}: {msg}{extra}{more}") from None
+
+
+def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        try:
+            return file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read secret file {file}: {e.strerror}") from None
+    return None

@@ -1,0 +1,623 @@
+"""The stages of one cycle (observe, detect, correlate, plan, guard, propose, notify, record).
+
+Each stage is a function ``(deps, state) -> partial state`` used as a LangGraph node (see
+agents/graph.py). The state holds only JSON-able values so that checkpoints can resume a
+cycle killed mid-way; every stage is idempotent (branches are keyed by the incident's
+fingerprint), so replaying a stage never opens a second PR.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypedDict, TypeVar
+
+from agents.config import Settings
+from agents.guard import GuardContext
+from agents.guard import check as guard_check
+from agents.planners.deterministic import PlanContext
+from agents.planners.deterministic import plan as deterministic_plan
+from agents.prbody import pr_body, pr_title
+from agents.workloads import Workload, build_workloads, dig, load_guardrails, managed_objects, select_workloads
+from memory.records import (
+    ACTIVE_STATUSES,
+    Decision,
+    Finding,
+    Incident,
+    PullRequest,
+    RemediationPlan,
+    branch_name,
+    new_id,
+)
+from memory.store import Store
+from playbooks.schema import Playbook
+from tools.detectors.budget import BudgetInput, budget_service, detect_budget_breach
+from tools.detectors.common import InputStats
+from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
+from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
+from tools.detectors.fairness import FairnessInput, detect_fairness
+from tools.detectors.oob import detect_oob_writes
+from tools.errors import PermanentError, TemporaryError, ToolError
+from tools.protocols import AuditLog, GitOpsRepo, MetricsSource, Notifier, PullRequests
+from tools.results import AuditEvent, ManifestDoc, SignalResult
+from tools.yamledit import apply_edits
+
+log = logging.getLogger("remediator.cycle")
+T = TypeVar("T")
+CURSOR_KEY = "auditlog.cursor"
+
+
+class CycleAborted(Exception):
+    """The cycle cannot run (Prometheus or the Git remote unreachable after retries): exit 1."""
+
+
+class CycleState(TypedDict, total=False):
+    cycle_id: str
+    started_at: str
+    snapshot: dict[str, Any]
+    audit_events: list[dict[str, Any]]
+    audit_cursor: str | None
+    findings: list[dict[str, Any]]
+    touched: list[str]
+    plans: list[dict[str, Any]]
+    pr_ids: list[str]
+    notifications: list[dict[str, Any]]
+    errors: Annotated[list[dict[str, Any]], operator.add]
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    store: Store
+    metrics: MetricsSource
+    repo: GitOpsRepo
+    prs: PullRequests
+    auditlog: AuditLog
+    playbooks: dict[str, Playbook]
+    notifier: Notifier | None = None
+    dry_run: bool = False
+    retries: int = 3
+    retry_base_s: float = 0.5
+    on_progress: Callable[[str], None] = field(default=lambda msg: log.info(msg))
+
+
+def err(stage: str, source: str, message: str) -> dict[str, Any]:
+    return {"stage": stage, "source": source, "message": message}
+
+
+def retrying(deps: Deps, what: str, fn: Callable[[], T], retries: int | None = None) -> T:
+    """Retry TemporaryErrors with exponential backoff; re-raise the last one."""
+    retries = deps.retries if retries is None else retries
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except TemporaryError as e:
+            if attempt == retries:
+                raise
+            delay = max(e.delay, deps.retry_base_s) * (2**attempt) if deps.retry_base_s else 0
+            log.warning("%s failed (%s); retrying in %.1fs", what, e, delay)
+            time.sleep(min(delay, 10))
+    raise AssertionError("unreachable")
+
+
+def _now(state: CycleState) -> datetime:
+    return datetime.fromisoformat(state["started_at"])
+
+
+def _audit(deps: Deps, state: CycleState, stage: str, action: str, subject: str = "", **data: Any) -> int:
+    return deps.store.audit.append(stage=stage, action=action, subject=subject, data=data,
+                                   cycle_id=state["cycle_id"]).seq
+
+
+# ----------------------------------------------------------------------------- snapshot helpers
+
+def _docs(state: CycleState) -> list[ManifestDoc]:
+    return [ManifestDoc(**m) for m in state["snapshot"]["manifests"]]
+
+
+def _workloads(state: CycleState) -> dict[str, Workload]:
+    return build_workloads(_docs(state))
+
+
+def _guardrails(deps: Deps, state: CycleState):  # type: ignore[no-untyped-def]
+    g, _ = load_guardrails(state["snapshot"]["guardrails"], deps.settings.gitops.policies_dir)
+    return g
+
+
+# ----------------------------------------------------------------------------- observe
+
+def observe(deps: Deps, state: CycleState) -> CycleState:
+    now = _now(state)
+    errors: list[dict[str, Any]] = []
+    deps.on_progress(f"observe: Git {deps.repo.remote}, metrics {deps.metrics.name}")
+    try:
+        retrying(deps, f"metrics source {deps.metrics.name}", deps.metrics.check, retries=0)  # adapter retries
+        snap = retrying(deps, f"git remote {deps.repo.remote}", deps.repo.sync)
+    except ToolError as e:
+        raise CycleAborted(str(e)) from None
+    for p in snap.problems:
+        errors.append(err("observe", p.path, str(p)))
+    _, gproblems = load_guardrails(snap.guardrails, deps.settings.gitops.policies_dir)
+    errors += [err("observe", p.path, str(p)) for p in gproblems]
+
+    cursor = deps.store.get_kv(CURSOR_KEY)
+    since = now - deps.settings.auditlog.initial_lookback
+    events: list[AuditEvent] = []
+    new_cursor = cursor
+    if deps.settings.auditlog.paths:
+        try:
+            events, new_cursor = deps.auditlog.read(cursor=cursor, since=since)
+        except ToolError as e:
+            errors.append(err("observe", "auditlog", str(e)))
+        for p in getattr(deps.auditlog, "last_problems", []) or []:
+            errors.append(err("observe", "auditlog", str(p)))
+    # events after the cycle's evaluation time belong to the next cycle
+    events = [e for e in events if e.at <= now]
+
+    _refresh_prs(deps, state, errors)
+    _audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests),
+           audit_events=len(events), problems=len(snap.problems))
+    return {
+        "snapshot": {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
+                     "budgets": snap.budgets, "guardrails": snap.guardrails},
+        "audit_events": [_event_dict(e) for e in events],
+        "audit_cursor": new_cursor,
+        "errors": errors,
+    }
+
+
+def _event_dict(e: AuditEvent) -> dict[str, Any]:
+    d = asdict(e)
+    d["at"] = e.at.isoformat()
+    return d
+
+
+def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) -> None:
+    """PR-review approval: merges and closures done in the Git host are recorded as decisions."""
+    for pr in deps.store.list_prs(statuses=["open"]):
+        try:
+            fresh = deps.prs.refresh(pr=pr)
+        except ToolError as e:
+            errors.append(err("observe", pr.branch, f"cannot refresh PR: {e}"))
+            continue
+        if fresh.status == pr.status:
+            continue
+        deps.store.save_pr(fresh)
+        verdict = "approve" if fresh.status == "merged" else "reject"
+        for iid in fresh.incident_ids:
+            inc = deps.store.get_incident(iid)
+            if inc is None or not inc.active:
+                continue
+            deps.store.save_decision(Decision(incident_id=iid, pr_id=pr.id, verdict=verdict,
+                                              actor="git-host", source="pr_review",
+                                              reason=f"PR {fresh.status} in the Git host"))
+            deps.store.save_incident(inc.model_copy(update={
+                "status": "approved" if verdict == "approve" else "rejected", "updated_at": _now(state)}))
+        _audit(deps, state, "observe", f"pr_{fresh.status}", pr.branch, pr_id=pr.id)
+
+
+# ----------------------------------------------------------------------------- detect
+
+def detect(deps: Deps, state: CycleState) -> CycleState:
+    s = deps.settings
+    now = _now(state)
+    end_ts = now.timestamp()
+    errors: list[dict[str, Any]] = []
+    stats = InputStats()
+    workloads = _workloads(state)
+    guard = _guardrails(deps, state)
+    step = int(max(60, s.prometheus.scrape_interval.total_seconds()))
+    start = now - s.detection.history
+    findings: list[Finding] = []
+    costs: dict[str, SignalResult] = {}
+
+    def fetch(label: str, fn: Callable[[], SignalResult]) -> SignalResult | None:
+        try:
+            res = retrying(deps, label, fn, retries=0)  # the adapter retries itself
+        except ToolError as e:
+            errors.append(err("detect", label, str(e)))
+            return None
+        if res.status == "error":
+            errors.append(err("detect", label, res.error or "query failed"))
+            return None
+        return res
+
+    deps.on_progress(f"detect: {len(workloads)} workloads, {len(state['snapshot']['budgets'])} budgets")
+    series: list[WorkloadSeries] = []
+    for key, w in sorted(workloads.items()):
+        c = fetch(f"cost {key}", lambda w=w: deps.metrics.workload_cost(namespace=w.namespace, name=w.name,
+                                                                          start=start, end=now, step_s=step))
+        if c is None or c.first is None:
+            continue
+        costs[key] = c
+        r = fetch(f"replicas {key}", lambda w=w: deps.metrics.workload_replicas(namespace=w.namespace, name=w.name,
+                                                                                  start=start, end=now, step_s=step))
+        rr = None
+        if w.kind == "MultimodalInferenceService":
+            rr = fetch(f"requests {key}", lambda w=w: deps.metrics.request_rate(namespace=w.namespace, service=w.name,
+                                                                                  start=start, end=now, step_s=step))
+        series.append(WorkloadSeries(
+            service=key, file=w.file, ts=c.first.timestamps, cost=c.first.values,
+            replicas=r.first.values if r is not None and r.first is not None else None,
+            request_rate=rr.first.values if rr is not None and rr.first is not None else None))
+    cost_settings = CostSettings(min_duration_s=s.detection.min_duration.total_seconds(),
+                                 min_ratio=s.detection.cost_min_ratio, z=s.detection.cost_z)
+    findings += detect_cost_anomalies(series, cost_settings, stats)
+
+    for b in state["snapshot"]["budgets"]:
+        name = str(b.get("name", "?"))
+        try:
+            monthly = float(b.get("monthly_usd"))  # type: ignore[arg-type]
+            alert = float(b.get("alert_at_percent", 80))
+        except (TypeError, ValueError):
+            errors.append(err("detect", f"budget {name}", "monthly_usd / alert_at_percent must be numbers"))
+            continue
+        resources = tuple(b.get("resources") or ("cpu", "gpu", "memory"))
+        selected = select_workloads(b, workloads)
+        bcosts: dict[str, tuple[object, object]] = {}
+        for w in selected:
+            res = costs.get(w.key) if set(resources) == {"cpu", "gpu", "memory"} else fetch(
+                f"cost {w.key} {resources}", lambda w=w: deps.metrics.workload_cost(
+                    namespace=w.namespace, name=w.name, start=start, end=now, step_s=step, resources=resources))
+            if res is not None and res.first is not None:
+                bcosts[w.key] = (res.first.timestamps, res.first.values)
+        f = detect_budget_breach(BudgetInput(name=name, service=budget_service(b), monthly_usd=monthly,
+                                             alert_at_percent=alert, action=str(b.get("action", "alert")),
+                                             costs=bcosts, resources=resources), now=end_ts, stats=stats)
+        if f is not None:
+            findings.append(f)
+
+    for key, w in sorted(workloads.items()):
+        if w.kind != "MultimodalInferenceService":
+            continue
+        rai = w.responsible_ai
+        drift_cfg = rai.get("driftDetection") or {}
+        fair_cfg = rai.get("fairness") or {}
+        version = str(w.model.get("version", ""))
+        if not version or not (drift_cfg.get("enabled") or fair_cfg.get("enabled")):
+            continue
+        hstart = now - s.detection.history - timedelta(days=1)
+        if drift_cfg.get("enabled"):
+            pc = fetch(f"predictions {key}", lambda w=w: deps.metrics.prediction_counters(
+                namespace=w.namespace, service=w.name, start=hstart, end=now, step_s=step))
+            if pc is not None and pc.series:
+                prev = _previous_model(deps, w)
+                try:
+                    threshold = float(drift_cfg.get("threshold", 0.1))
+                except (TypeError, ValueError):
+                    errors.append(err("detect", w.file, "responsibleAI.driftDetection.threshold must be a number"))
+                    threshold = 0.1
+                f = detect_drift(DriftInput(
+                    service=key, file=w.file, current_version=version,
+                    counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in pc.series],
+                    threshold=threshold, baseline_ref=str(drift_cfg.get("baselineModelRef") or "") or None,
+                    previous_version=prev["version"] if prev else None,
+                    version_set_at=prev["set_at"] if prev else None,
+                    min_samples=s.detection.drift_min_samples), now=end_ts, stats=stats)
+                if f is not None:
+                    findings.append(f)
+        if fair_cfg.get("enabled"):
+            oc = fetch(f"outcomes {key}", lambda w=w: deps.metrics.outcome_counters(
+                namespace=w.namespace, service=w.name, start=hstart, end=now, step_s=step))
+            if oc is not None and oc.series:
+                f = detect_fairness(FairnessInput(
+                    service=key, file=w.file, current_version=version,
+                    counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in oc.series],
+                    attributes=tuple(str(a) for a in fair_cfg.get("protectedAttributes") or ()),
+                    threshold=float(fair_cfg.get("threshold", 0.05)), min_group=s.detection.fairness_min_group),
+                    now=end_ts, stats=stats)
+                if f is not None:
+                    findings.append(f)
+
+    events = [AuditEvent(**{**e, "at": datetime.fromisoformat(e["at"]), "groups": tuple(e["groups"]),
+                            "source_ips": tuple(e["source_ips"])}) for e in state.get("audit_events", [])]
+    findings += detect_oob_writes(events, managed=managed_objects(workloads, _docs(state)),
+                                  allowed_actors=guard.allowed_actors)
+    for r in stats.rejected:
+        errors.append(err("detect", r.split(":", 1)[0], r.split(":", 1)[-1].strip()))
+    _audit(deps, state, "detect", "findings", "", count=len(findings),
+           findings=[{"kind": f.kind, "service": f.service, "severity": f.severity} for f in findings])
+    return {"findings": [f.model_dump(mode="json") for f in findings], "errors": errors}
+
+
+def _previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
+    """The model version before the current one in Git history, with its artifact path and the
+    time the current version was committed."""
+    current = str(w.model.get("version", ""))
+    try:
+        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.name, field=("spec", "modelRef"))
+    except ToolError as e:
+        log.warning("git history of %s unavailable: %s", w.file, e)
+        return None
+    set_at = None
+    for sha, at, value in hist:
+        ref = value if isinstance(value, dict) else {}
+        v = str(ref.get("version", "")) if ref else ""
+        if v == current:
+            set_at = at.timestamp()
+            continue
+        if v:
+            return {"version": v, "path": ref.get("path"), "commit": sha, "set_at": set_at}
+    return None
+
+
+# ----------------------------------------------------------------------------- correlate
+
+def correlate(deps: Deps, state: CycleState) -> CycleState:
+    now = _now(state)
+    store = deps.store
+    touched: list[str] = []
+    seen: set[str] = set()
+    for fd in state.get("findings", []):
+        f = Finding.model_validate(fd)
+        fp = f.fingerprint
+        seen.add(fp)
+        inc = store.find_active_incident(fp)
+        if inc is None:
+            inc = Incident(kind=f.kind, service=f.service, severity=f.severity, fingerprint=fp, summary=f.summary,
+                           evidence=f.evidence, model_version=f.model_version, file=f.file,
+                           opened_at=now, updated_at=now, last_seen_at=now)
+            store.save_incident(inc)
+            _audit(deps, state, "correlate", "incident_opened", inc.id, kind=inc.kind, service=inc.service,
+                   fingerprint=fp, severity=inc.severity, summary=inc.summary)
+        else:
+            inc = inc.model_copy(update={"severity": f.severity, "summary": f.summary, "evidence": f.evidence,
+                                         "last_seen_at": now, "updated_at": now})
+            store.save_incident(inc)
+            _audit(deps, state, "correlate", "incident_seen_again", inc.id, fingerprint=fp, severity=inc.severity)
+        touched.append(inc.id)
+
+    # incidents no longer seen: resolved once quiet for long enough (and their open PR closed)
+    min_quiet = deps.settings.detection.min_duration
+    for inc in store.list_incidents(statuses=ACTIVE_STATUSES):
+        if inc.fingerprint in seen:
+            continue
+        g = _guardrails(deps, state)
+        quiet = timedelta(seconds=g.limits.cooldown_s) if inc.kind == "gitops_drift" else min_quiet
+        if now - inc.last_seen_at < quiet:
+            continue
+        for pr in store.list_prs(statuses=["open"]):
+            if inc.id in pr.incident_ids and not deps.dry_run:
+                try:
+                    closed = deps.prs.close(pr=pr, comment=f"{inc.kind} on {inc.service} resolved before merge; closing.")
+                    store.save_pr(closed)
+                except ToolError as e:
+                    state.setdefault("errors", [])
+                    log.warning("cannot close PR %s: %s", pr.branch, e)
+        store.save_incident(inc.model_copy(update={"status": "resolved", "resolved_at": now, "updated_at": now}))
+        _audit(deps, state, "correlate", "incident_resolved", inc.id, reason=f"not seen since {inc.last_seen_at.isoformat()}")
+        touched.append(inc.id)
+    return {"touched": touched}
+
+
+# ----------------------------------------------------------------------------- plan + guard
+
+def plan(deps: Deps, state: CycleState) -> CycleState:
+    workloads = _workloads(state)
+    ctx = PlanContext(workloads=workloads, guardrails=_guardrails(deps, state), budgets=state["snapshot"]["budgets"],
+                      playbooks=deps.playbooks, previous_model=lambda w: _previous_model(deps, w))
+    plans = []
+    for iid in state.get("touched", []):
+        inc = deps.store.get_incident(iid)
+        if inc is None or inc.status not in ("open", "proposed"):
+            continue
+        prev = deps.store.latest_plan(iid)
+        pr = deps.store.get_pr_by_branch(branch_name(inc.kind, inc.service, inc.fingerprint))
+        if prev is not None and prev.guard_verdict == "accepted" and pr is not None and pr.status == "open":
+            p = prev  # keep the open PR stable while its incident lasts: no churn on unchanged inputs
+        else:
+            p = deterministic_plan(inc, ctx)
+            deps.store.save_plan(p)
+            _audit(deps, state, "plan", "planned", inc.id, plan_id=p.id, playbook=p.playbook, planner=p.planner,
+                   params=p.params, rationale=p.rationale)
+        plans.append(p.model_dump(mode="json"))
+    return {"plans": plans}
+
+
+def guard(deps: Deps, state: CycleState) -> CycleState:
+    g = _guardrails(deps, state)
+    workloads = _workloads(state)
+    now = _now(state)
+    out = []
+    for pd in state.get("plans", []):
+        p = RemediationPlan.model_validate(pd)
+        inc = deps.store.get_incident(p.incident_id)
+        if inc is None:
+            continue
+        branch = branch_name(inc.kind, inc.service, inc.fingerprint)
+        open_prs = deps.store.list_prs(statuses=["open"])
+        recent = [x for x in deps.store.list_prs() if now - x.created_at < timedelta(hours=1)]
+        rejected = any(d.verdict == "reject" and now - d.at < timedelta(seconds=g.limits.cooldown_s)
+                       for i in _same_fingerprint(deps, inc) for d in deps.store.list_decisions(incident_id=i.id))
+        ctx = GuardContext(guardrails=g, playbooks=deps.playbooks, workloads=workloads,
+                           open_prs_other=len([x for x in open_prs if x.branch != branch]),
+                           prs_last_hour=len(recent), has_open_pr=any(x.branch == branch for x in open_prs),
+                           rejected_within_cooldown=rejected)
+        checked = guard_check(p, inc, ctx)
+        if (checked.guard_verdict, checked.guard_reasons) != (p.guard_verdict, p.guard_reasons):
+            deps.store.save_plan(checked)
+            _audit(deps, state, "guard", checked.guard_verdict, inc.id, plan_id=p.id, reasons=list(checked.guard_reasons))
+        out.append(checked.model_dump(mode="json"))
+    return {"plans": out}
+
+
+def _same_fingerprint(deps: Deps, inc: Incident) -> list[Incident]:
+    return [i for i in deps.store.list_incidents() if i.fingerprint == inc.fingerprint]
+
+
+# ----------------------------------------------------------------------------- propose
+
+def propose(deps: Deps, state: CycleState) -> CycleState:
+    now = _now(state)
+    errors: list[dict[str, Any]] = []
+    pr_ids: list[str] = []
+    for pd in state.get("plans", []):
+        p = RemediationPlan.model_validate(pd)
+        if p.guard_verdict == "deferred":
+            errors.append(err("guard", p.incident_id, "; ".join(p.guard_reasons)))
+            continue
+        if p.guard_verdict != "accepted":
+            continue
+        inc = deps.store.get_incident(p.incident_id)
+        if inc is None:
+            continue
+        branch = branch_name(inc.kind, inc.service, inc.fingerprint)
+        existing = deps.store.get_pr_by_branch(branch)
+        edits = list(p.edits)
+        incidents = [inc]
+        # at most one open PR per workload file: a second incident on it joins the open PR
+        for other in deps.store.list_prs(statuses=["open"]):
+            if other.branch != branch and set(other.files) & set(p.files):
+                other_plan = _plan_for_pr(deps, other)
+                if other_plan is None:
+                    continue
+                have = {(e.file, e.doc_kind, e.doc_name, tuple(e.path)) for e in other_plan.edits}
+                edits = list(other_plan.edits) + [e for e in edits if (e.file, e.doc_kind, e.doc_name, tuple(e.path)) not in have]
+                incidents = [i for i in (deps.store.get_incident(x) for x in other.incident_ids) if i] + [inc]
+                branch, existing = other.branch, other
+                p = other_plan.model_copy(update={"edits": tuple(edits)}) if edits != list(other_plan.edits) else other_plan
+                break
+        files: dict[str, str] = {}
+        try:
+            for fname in sorted({e.file for e in edits}):
+                text = deps.repo.read_file(path=fname)
+                if text is None:
+                    raise PermanentError(f"{fname} is not in the base branch any more")
+                files[fname] = apply_edits(text, [e for e in edits if e.file == fname])
+        except ToolError as e:
+            errors.append(err("propose", inc.service, f"cannot edit: {e}"))
+            continue
+        title = pr_title(p, incidents)
+        audit_ids = [_audit(deps, state, "propose", "publishing", inc.id, branch=branch, files=sorted(files),
+                            dry_run=deps.dry_run)]
+        body = pr_body(p, incidents, deps.playbooks.get(p.playbook), audit_ids)
+        if deps.dry_run:
+            deps.on_progress(f"dry-run: would publish {branch} ({', '.join(sorted(files))})")
+            continue
+        prior = existing if existing is not None and existing.status == "open" else None
+        try:
+            res = retrying(deps, f"publish {branch}", lambda: deps.prs.publish(
+                branch=branch, title=title, body=body, files=files,
+                message=f"{title}\n\nIncident {inc.id} ({inc.kind}, fingerprint {inc.fingerprint}).\nPlan {p.id}: {p.rationale}",
+                incident_ids=sorted({i.id for i in incidents}), labels=("remediator", inc.kind), existing=prior))
+        except ToolError as e:
+            errors.append(err("propose", branch, str(e)))
+            continue
+        pr = res.pr
+        if prior is not None and not res.pushed and (prior.title, prior.body, prior.incident_ids) == (pr.title, pr.body, pr.incident_ids):
+            pr = prior
+        elif prior is None or res.pushed or pr != prior:
+            pr = pr.model_copy(update={"updated_at": now} if res.pushed else {})
+            deps.store.save_pr(pr)
+        if res.note:
+            errors.append(err("propose", branch, res.note))
+        if res.pushed:
+            _audit(deps, state, "propose", "pr_opened" if prior is None else "pr_updated", pr.id, branch=branch,
+                   head=pr.head_sha, incident_ids=list(pr.incident_ids))
+        for i in incidents:
+            if i.status == "open":
+                deps.store.save_incident(i.model_copy(update={"status": "proposed", "updated_at": now}))
+        pr_ids.append(pr.id)
+    return {"pr_ids": pr_ids, "errors": errors}
+
+
+def _plan_for_pr(deps: Deps, pr: PullRequest) -> RemediationPlan | None:
+    for iid in pr.incident_ids:
+        p = deps.store.latest_plan(iid)
+        if p is not None and p.guard_verdict == "accepted":
+            return p
+    return None
+
+
+# ----------------------------------------------------------------------------- notify + record
+
+def notify(deps: Deps, state: CycleState) -> CycleState:
+    s = deps.settings
+    channel = s.slack.channel if s.slack.enabled else "log"
+    notes = []
+    errors: list[dict[str, Any]] = []
+    for pd in state.get("plans", []):
+        p = RemediationPlan.model_validate(pd)
+        if p.guard_verdict not in ("notify_only", "rejected"):
+            continue
+        inc = deps.store.get_incident(p.incident_id)
+        if inc is None:
+            continue
+        key = f"notified:{inc.id}:{inc.severity}:{p.playbook}"
+        if deps.store.get_kv(key):
+            continue
+        why = "" if p.guard_verdict == "notify_only" and p.guard_reasons == ("notify playbook",) else \
+            f" Guard: {'; '.join(p.guard_reasons)}."
+        summary = f"[{inc.severity}] {inc.summary}. {p.rationale}{why}"
+        if deps.notifier is not None and not deps.dry_run:
+            try:
+                deps.notifier.notify(channel=channel, text=summary)
+            except ToolError as e:
+                errors.append(err("notify", channel, str(e)))
+                continue
+        else:
+            log.info("notify %s: %s", channel, summary)
+        if not deps.dry_run:
+            deps.store.set_kv(key, state["cycle_id"])
+        _audit(deps, state, "notify", "notified", inc.id, channel=channel, playbook=p.playbook,
+               guard=p.guard_verdict, reasons=list(p.guard_reasons))
+        notes.append({"incident_id": inc.id, "channel": channel, "summary": summary})
+    return {"notifications": notes, "errors": errors}
+
+
+def record(deps: Deps, state: CycleState) -> CycleState:
+    if not deps.dry_run and state.get("audit_cursor") is not None:
+        deps.store.set_kv(CURSOR_KEY, str(state["audit_cursor"]))
+    report = build_report(deps, state)
+    if not deps.dry_run:
+        deps.store.save_cycle(cycle_id=state["cycle_id"], started_at=_now(state), finished_at=datetime.now(UTC),
+                              report=report)
+    _audit(deps, state, "record", "cycle_finished", state["cycle_id"], findings=len(report["findings"]),
+           incidents=len(report["incidents"]), pull_requests=len(report["pull_requests"]),
+           notifications=len(report["notifications"]), errors=len(report["errors"]))
+    return {}
+
+
+def build_report(deps: Deps, state: CycleState) -> dict[str, Any]:
+    store = deps.store
+    touched = set(state.get("touched", []))
+    incidents = {i.id: i for i in store.list_incidents(statuses=ACTIVE_STATUSES)}
+    for iid in touched:
+        i = store.get_incident(iid)
+        if i is not None:
+            incidents[i.id] = i
+    prs = {p.id: p for p in store.list_prs(statuses=["open"])}
+    for pid in state.get("pr_ids", []):
+        p = store.get_pr(pid)
+        if p is not None:
+            prs[p.id] = p
+    started = _now(state)
+    for p in store.list_prs():
+        if p.updated_at >= started:
+            prs[p.id] = p
+    return {
+        "cycle_id": state["cycle_id"],
+        "started_at": state["started_at"],
+        "findings": [Finding.model_validate(f).report() for f in state.get("findings", [])],
+        "incidents": [i.report() for i in sorted(incidents.values(), key=lambda i: (i.opened_at, i.id))],
+        "pull_requests": [p.report() for p in sorted(prs.values(), key=lambda p: (p.created_at, p.id))],
+        "notifications": state.get("notifications", []),
+        "errors": state.get("errors", []),
+    }
+
+
+def new_cycle_state(started_at: datetime | None = None) -> CycleState:
+    started = (started_at or datetime.now(UTC)).astimezone(UTC)
+    return {"cycle_id": new_id("cyc"), "started_at": started.isoformat(), "errors": []}
+
+
+STAGES: list[tuple[str, Callable[[Deps, CycleState], CycleState]]] = [
+    ("observe", observe), ("detect", detect), ("correlate", correlate), ("plan", plan),
+    ("guard", guard), ("propose", propose), ("notify", notify), ("record", record),
+]
+
+__all__ = ["STAGES", "CycleAborted", "CycleState", "Deps", "build_report", "new_cycle_state", "dig"]

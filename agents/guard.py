@@ -1,0 +1,117 @@
+"""The deterministic guard: the only thing that decides what may be proposed.
+
+Whatever planner produced a plan (deterministic or LLM), the guard checks it against the
+playbook schema and the repo's guardrails. A plan that breaks a rule is downgraded to
+notify-only with the reasons; one over a rate limit is deferred (it waits and says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.workloads import Guardrails, Workload
+from memory.records import Incident, RemediationPlan
+from playbooks.schema import Playbook
+
+REPLICA_FIELDS = ("minReplicas", "maxReplicas", "replicas")
+BUDGET_KINDS = ("budget_breach",)
+
+
+@dataclass
+class GuardContext:
+    guardrails: Guardrails
+    playbooks: dict[str, Playbook]
+    workloads: dict[str, Workload]
+    open_prs_other: int = 0          # open PRs not for this incident's branch
+    prs_last_hour: int = 0
+    has_open_pr: bool = False        # this incident already has its PR (updates are not new PRs)
+    rejected_within_cooldown: bool = False
+
+
+def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> RemediationPlan:
+    g = ctx.guardrails
+    reasons: list[str] = []
+    pb = ctx.playbooks.get(plan.playbook)
+    if pb is None:
+        return _verdict(plan, "rejected", [f"unknown playbook {plan.playbook!r}"])
+    if plan.playbook not in g.allowed_playbooks:
+        return _verdict(plan, "rejected", [f"playbook {plan.playbook} is not in guardrails.allowed_playbooks"])
+    if incident.kind not in pb.answers:
+        return _verdict(plan, "rejected", [f"playbook {plan.playbook} does not answer {incident.kind}"])
+    if pb.action == "notify":
+        if plan.edits:
+            return _verdict(plan, "rejected", [f"notify playbook {plan.playbook} may not edit files"])
+        return _verdict(plan, "notify_only", ["notify playbook"])
+    if not plan.edits:
+        return _verdict(plan, "notify_only", ["plan changes nothing"])
+
+    targets = (plan.params or {}).get("targets")
+    if not isinstance(targets, dict) or not targets:
+        return _verdict(plan, "rejected", ["plan names no target workload"])
+    allowed_files: set[str] = set()
+    for key, params in targets.items():
+        w = ctx.workloads.get(str(key))
+        if w is None:
+            reasons.append(f"target {key} is not a workload in Git")
+            continue
+        if not isinstance(params, dict):
+            reasons.append(f"parameters of {key} are not a mapping")
+            continue
+        reasons += [f"{key}: {p}" for p in pb.check_params(params)]
+        if w.is_protected(g):
+            reasons.append(f"{key} is protected ({g.protected.selector.labels}): notify only")
+        if incident.kind in BUDGET_KINDS and w.is_critical(g):
+            reasons.append(f"{key} is critical: budget actions never touch critical workloads")
+        allowed_files |= {d.file for d in (w.doc, w.hpa) if d is not None}
+
+    files = {e.file for e in plan.edits}
+    if not files <= allowed_files:
+        reasons.append(f"edits files outside the target workloads: {sorted(files - allowed_files)}")
+    if len(files) > g.limits.max_files_per_pr:
+        reasons.append(f"touches {len(files)} files (guardrails.limits.max_files_per_pr = {g.limits.max_files_per_pr})")
+    allowed_paths = {(s.kind, s.path_tuple) for s in pb.edits}
+    for e in plan.edits:
+        if (e.doc_kind, tuple(str(p) for p in e.path)) not in allowed_paths:
+            reasons.append(f"edit {e.file} {e.doc_kind} {'.'.join(map(str, e.path))} is not one playbook {pb.name} makes")
+        if str(e.path[-1]) in REPLICA_FIELDS:
+            reasons += _replica_rule(e.new, e.old, f"{e.file} {'.'.join(map(str, e.path))}", g,
+                                     lowering_only=pb.name in ("cap_max_replicas", "scale_down_noncritical"))
+    reasons += _min_le_max(plan)
+    if reasons:
+        return _verdict(plan, "notify_only", reasons)
+
+    if ctx.rejected_within_cooldown:
+        return _verdict(plan, "notify_only", [f"an approver rejected this plan within the cooldown ({g.limits.cooldown})"])
+    if not ctx.has_open_pr:
+        if ctx.open_prs_other >= g.limits.max_open_prs:
+            return _verdict(plan, "deferred", [f"{ctx.open_prs_other} PRs open (limit max_open_prs={g.limits.max_open_prs}); waiting"])
+        if ctx.prs_last_hour >= g.limits.max_prs_per_hour:
+            return _verdict(plan, "deferred", [f"{ctx.prs_last_hour} PRs opened in the last hour (limit max_prs_per_hour={g.limits.max_prs_per_hour}); waiting"])
+    return _verdict(plan, "accepted", [])
+
+
+def _replica_rule(new: object, old: object, where: str, g: Guardrails, *, lowering_only: bool) -> list[str]:
+    if isinstance(new, bool) or not isinstance(new, int):
+        return [f"{where}: replica value {new!r} is not an integer"]
+    out = []
+    if new < g.replicas.floor:
+        out.append(f"{where}: {new} is below the replicas floor {g.replicas.floor}")
+    if isinstance(old, int) and not isinstance(old, bool):
+        if lowering_only and new > old:
+            out.append(f"{where}: {old} -> {new} raises a bound; this playbook may only lower it")
+        if new < old and old > 0 and (old - new) * 100.0 / old > g.replicas.max_decrease_percent + 1e-9:
+            out.append(f"{where}: {old} -> {new} lowers by more than max_decrease_percent={g.replicas.max_decrease_percent:g}")
+    return out
+
+
+def _min_le_max(plan: RemediationPlan) -> list[str]:
+    out = []
+    for key, params in ((plan.params or {}).get("targets") or {}).items():
+        if isinstance(params, dict) and isinstance(params.get("min_replicas"), int) and isinstance(params.get("max_replicas"), int):
+            if params["min_replicas"] > params["max_replicas"]:
+                out.append(f"{key}: min_replicas {params['min_replicas']} > max_replicas {params['max_replicas']}")
+    return out
+
+
+def _verdict(plan: RemediationPlan, verdict: str, reasons: list[str]) -> RemediationPlan:
+    return plan.model_copy(update={"guard_verdict": verdict, "guard_reasons": tuple(reasons)})

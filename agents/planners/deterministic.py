@@ -1,0 +1,165 @@
+"""The deterministic planner: a fixed mapping from incident kind + evidence to a playbook and
+bounded parameters. Always available; the LLM planner falls back to it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agents.workloads import Guardrails, Workload, dig, select_workloads
+from memory.records import FieldEdit, Incident, RemediationPlan
+from playbooks.schema import Playbook
+
+PreviousModel = Callable[[Workload], dict[str, Any] | None]
+
+
+@dataclass
+class PlanContext:
+    workloads: dict[str, Workload]
+    guardrails: Guardrails
+    budgets: list[dict[str, Any]]
+    playbooks: dict[str, Playbook]
+    previous_model: PreviousModel
+
+
+def lowest_allowed(current: int, g: Guardrails) -> int:
+    """The smallest bound one PR may set: the floor, and at most max_decrease_percent lower."""
+    return max(g.replicas.floor, math.ceil(current * (1 - g.replicas.max_decrease_percent / 100.0) - 1e-9))
+
+
+def render_edits(pb: Playbook, w: Workload, params: dict[str, Any]) -> list[FieldEdit]:
+    """Turn a playbook's edit specs into concrete field edits on this workload's documents."""
+    edits: list[FieldEdit] = []
+    docs = [d for d in (w.doc, w.hpa) if d is not None]
+    for spec in pb.edits:
+        value = params.get(spec.value)
+        if value is None:
+            continue
+        for d in docs:
+            if d.kind != spec.kind:
+                continue
+            if d.kind == "HorizontalPodAutoscaler" and w.bounds_doc is not d:
+                continue
+            old = dig(d.body, *spec.path_tuple)
+            if old is None and spec.only_if_present:
+                continue
+            if old is not None and str(old) == str(value):
+                continue
+            edits.append(FieldEdit(file=d.file, doc_kind=d.kind, doc_name=d.name, path=spec.path_tuple, old=old, new=value))
+    return edits
+
+
+def notify(incident: Incident, reason: str, playbook: str = "notify_only") -> RemediationPlan:
+    return RemediationPlan(incident_id=incident.id, playbook=playbook, params={}, rationale=reason,
+                           planner="deterministic")
+
+
+def plan(incident: Incident, ctx: PlanContext) -> RemediationPlan:
+    kind = incident.kind
+    if kind == "cost_anomaly":
+        return _plan_cost(incident, ctx)
+    if kind == "budget_breach":
+        return _plan_budget(incident, ctx)
+    if kind in ("model_drift", "fairness_violation"):
+        return _plan_rollback(incident, ctx)
+    ev = incident.evidence
+    last = (ev.get("events") or [{}])[-1]
+    return notify(incident, (f"Out-of-band {last.get('verb', 'write')} of {incident.service} by {last.get('user', '?')} "
+                             f"at {last.get('at', '?')} ({last.get('change', '') or 'see evidence'}). Git stays the source "
+                             "of truth; no PR unless an approver asks to adopt the change."),
+                  playbook="revert_out_of_band_change")
+
+
+def _make(incident: Incident, ctx: PlanContext, playbook: str, targets: dict[str, dict[str, Any]],
+          rationale: str) -> RemediationPlan:
+    pb = ctx.playbooks[playbook]
+    edits: list[FieldEdit] = []
+    for key, params in targets.items():
+        edits += render_edits(pb, ctx.workloads[key], params)
+    if not edits:
+        return notify(incident, rationale + " Nothing to change in Git (values already there).")
+    return RemediationPlan(incident_id=incident.id, playbook=playbook, params={"targets": targets},
+                           edits=tuple(edits), rationale=rationale, planner="deterministic")
+
+
+def _plan_cost(incident: Incident, ctx: PlanContext) -> RemediationPlan:
+    ev = incident.evidence
+    w = ctx.workloads.get(incident.service)
+    if w is None or w.bounds_doc is None or w.max_replicas is None:
+        return notify(incident, f"{incident.service} has no autoscaler bounds in Git to cap; notifying the owners.")
+    base = ev.get("replicas_before_p95") or ev.get("replicas_before_median")
+    if base is None:
+        return notify(incident, "No replica history to size a cap from; notifying the owners.")
+    cur_max, cur_min = w.max_replicas, w.min_replicas or 1
+    g = ctx.guardrails
+    target = max(cur_min, g.replicas.floor, math.ceil(float(base) * 1.25 - 1e-9), lowest_allowed(cur_max, g))
+    if target >= cur_max:
+        return notify(incident, (f"Replicas before the rise (p95 {base:g}) do not justify a lower cap than "
+                                 f"maxReplicas {cur_max}; notifying the owners."))
+    rationale = (f"Cost ${ev.get('cost_usd_per_hour')}/h vs expected ${ev.get('expected_usd_per_hour')}/h "
+                 f"(x{ev.get('ratio')}) for {dig(ev, 'window', 'minutes')} min since {dig(ev, 'window', 'start')}; "
+                 f"replicas {ev.get('replicas_now', '?')} vs p95 {base:g} before"
+                 + (f", traffic x{ev['traffic_ratio']}" if "traffic_ratio" in ev else "")
+                 + f". Cap maxReplicas {cur_max} -> {target} (1.25 x the p95 before the rise, at least minReplicas "
+                   f"{cur_min}, at most {g.replicas.max_decrease_percent:g}% lower in one PR).")
+    return _make(incident, ctx, "cap_max_replicas", {w.key: {"max_replicas": target}}, rationale)
+
+
+def _plan_budget(incident: Incident, ctx: PlanContext) -> RemediationPlan:
+    ev = incident.evidence
+    budget = next((b for b in ctx.budgets if b.get("name") == ev.get("budget")), None)
+    action = str((budget or {}).get("action", "alert"))
+    head = (f"Budget {ev.get('budget')}: projected ${ev.get('projected_monthly_usd')}/month = "
+            f"{ev.get('projected_percent')}% of ${ev.get('monthly_usd')} (alert at {ev.get('alert_at_percent')}%).")
+    if budget is None or action == "alert":
+        return notify(incident, head + " The budget's action is alert: notifying.")
+    g = ctx.guardrails
+    share = {c["workload"]: c.get("usd_per_hour", 0) for c in ev.get("top_contributors", [])}
+    cands = [w for w in select_workloads(budget, ctx.workloads)
+             if not w.is_critical(g) and not w.is_protected(g) and w.bounds_doc is not None and w.max_replicas]
+    cands.sort(key=lambda w: -float(share.get(w.key, 0.0)))
+    if not cands:
+        return notify(incident, head + " No non-critical, unprotected workload with autoscaler bounds to scale down.")
+    targets: dict[str, dict[str, Any]] = {}
+    if action == "cap_max_replicas":
+        w = cands[0]
+        assert w.max_replicas is not None
+        new_max = max(w.min_replicas or 1, lowest_allowed(w.max_replicas, g), math.ceil(w.max_replicas * 0.5))
+        if new_max < w.max_replicas:
+            targets[w.key] = {"max_replicas": new_max}
+        playbook = "cap_max_replicas"
+    else:
+        for w in cands[: g.limits.max_files_per_pr]:
+            assert w.max_replicas is not None
+            cur_min = w.min_replicas or 1
+            new_min = max(lowest_allowed(cur_min, g), math.ceil(cur_min * 0.5))
+            new_max = max(new_min, lowest_allowed(w.max_replicas, g), math.ceil(w.max_replicas * 0.5))
+            if new_min < cur_min or new_max < w.max_replicas:
+                targets[w.key] = {"min_replicas": min(new_min, cur_min), "max_replicas": min(new_max, w.max_replicas)}
+        playbook = "scale_down_noncritical"
+    if not targets:
+        return notify(incident, head + " Replica bounds are already at the guardrail floor.")
+    desc = "; ".join(f"{k}: " + ", ".join(f"{p}={v}" for p, v in t.items()) for k, t in targets.items())
+    rationale = head + f" Action {action} on non-critical workloads by spend: {desc} (critical workloads untouched)."
+    return _make(incident, ctx, playbook, targets, rationale)
+
+
+def _plan_rollback(incident: Incident, ctx: PlanContext) -> RemediationPlan:
+    w = ctx.workloads.get(incident.service)
+    if w is None or w.kind != "MultimodalInferenceService":
+        return notify(incident, f"{incident.service} is not a MultimodalInferenceService in Git; notifying.")
+    prev = ctx.previous_model(w)
+    ev = incident.evidence
+    what = (f"JS distance {ev.get('distance')} > {ev.get('threshold')} vs {ev.get('baseline_version')}"
+            if incident.kind == "model_drift" else
+            f"demographic parity difference {ev.get('dpd')} on {ev.get('attribute')} > {ev.get('threshold')}")
+    if prev is None:
+        return notify(incident, f"Model {w.model.get('version')}: {what}; no previous version in Git history to roll back to.")
+    params = {"version": str(prev["version"])}
+    if prev.get("path"):
+        params["path"] = str(prev["path"])
+    rationale = (f"Model {w.model.get('version')} of {w.key}: {what} since {ev.get('rollout_at', 'the rollout')}. "
+                 f"Roll back to {prev['version']}, the version before it in Git history (commit {str(prev.get('commit', ''))[:8]}).")
+    return _make(incident, ctx, "rollback_model_version", {w.key: params}, rationale)

@@ -1,0 +1,51 @@
+"""PR title and body an approver can decide from: what was seen, a chart, the plan, risk, rollback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from memory.records import Incident, RemediationPlan
+from playbooks.schema import Playbook
+
+FENCE = "```"
+
+
+def pr_title(plan: RemediationPlan, incidents: list[Incident]) -> str:
+    head = incidents[0]
+    changes = ", ".join(
+        f"{'.'.join(map(str, e.path[-1:]))} {e.old} -> {e.new}" for e in plan.edits[:3]
+    )
+    return f"remediator: {plan.playbook.replace('_', ' ')} for {head.service} ({changes})"[:200]
+
+
+def _chart(ev: dict[str, Any]) -> str:
+    pts = ev.get("points") or []
+    if len(pts) < 3:
+        return ""
+    vals = [p[1] for p in pts]
+    top = max(vals) * 1.1 or 1.0
+    return (f"\n{FENCE}mermaid\nxychart-beta\n  title \"$/h over the last {len(pts)} buckets\"\n"
+            f"  y-axis \"$/h\" 0 --> {top:.2f}\n  line [{', '.join(f'{v:.3f}' for v in vals)}]\n{FENCE}\n")
+
+
+def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook | None, audit_ids: list[int]) -> str:
+    lines = ["## What remediator saw", ""]
+    for inc in incidents:
+        lines.append(f"- **{inc.kind}** on `{inc.service}` ({inc.severity}): {inc.summary}")
+    ev = incidents[0].evidence
+    lines += ["", "<details><summary>Evidence</summary>", "", f"{FENCE}json",
+              json.dumps({k: v for k, v in ev.items() if k != "points"}, indent=1, default=str)[:4000],
+              FENCE, "</details>", _chart(ev), "## What this PR changes", ""]
+    for e in plan.edits:
+        lines.append(f"- `{e.file}` {e.doc_kind}/{e.doc_name} `{'.'.join(map(str, e.path))}`: `{e.old}` -> `{e.new}`")
+    lines += ["", f"**Playbook:** `{plan.playbook}` (planner: {plan.planner})", "", f"**Why:** {plan.rationale}", ""]
+    if "extra_usd_per_month" in ev:
+        lines.append(f"**Expected effect:** about ${ev['extra_usd_per_month']:,.0f}/month of excess spend removed.")
+    if playbook is not None:
+        lines += [f"**Risk:** {playbook.risk}", "", f"**Roll back:** {playbook.rollback}", ""]
+    lines += ["---", f"Incidents: {', '.join(i.id for i in incidents)} · plan {plan.id}"
+              + (f" · audit entries {', '.join(map(str, audit_ids))}" if audit_ids else ""),
+              "Approve in Slack, by PR review, or `remediator decisions approve <incident>`. "
+              "This PR was opened by remediator; it never writes to the cluster."]
+    return "\n".join(lines)

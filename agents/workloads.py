@@ -1,0 +1,200 @@
+"""Workloads and guardrails as the agents see them, built from a RepoSnapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents.config import parse_duration
+from tools.detectors.oob import DEFAULT_ACTORS
+from tools.results import FileProblem, ManifestDoc
+
+WORKLOAD_KINDS = ("MultimodalInferenceService", "Deployment", "Rollout")
+PLAYBOOKS_DEFAULT = ["cap_max_replicas", "scale_down_noncritical", "rightsize_requests",
+                     "rollback_model_version", "revert_out_of_band_change", "notify_only"]
+
+
+def dig(d: Any, *path: str | int) -> Any:
+    for p in path:
+        if isinstance(d, dict):
+            d = d.get(p)
+        elif isinstance(d, list) and isinstance(p, int) and -len(d) <= p < len(d):
+            d = d[p]
+        else:
+            return None
+    return d
+
+
+class _G(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Selector(_G):
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Protected(_G):
+    selector: Selector = Field(default_factory=lambda: Selector(labels={"remediation.apexlogic.com/protected": "true"}))
+    action: str = "notify_only"
+
+
+class Criticality(_G):
+    label: str = "criticality"
+    critical_values: list[str] = Field(default_factory=lambda: ["critical"])
+
+
+class Replicas(_G):
+    floor: int = Field(1, ge=0)
+    max_decrease_percent: float = Field(60, ge=0, le=100)
+
+
+class Limits(_G):
+    max_open_prs: int = Field(5, ge=0)
+    max_prs_per_hour: int = Field(6, ge=0)
+    max_files_per_pr: int = Field(3, ge=1)
+    cooldown: str = "6h"
+
+    @property
+    def cooldown_s(self) -> float:
+        return parse_duration(self.cooldown).total_seconds()
+
+
+class Actors(_G):
+    gitops: list[str] = Field(default_factory=list)
+    controllers: list[str] = Field(default_factory=list)
+
+
+class Guardrails(_G):
+    protected: Protected = Field(default_factory=Protected)
+    criticality: Criticality = Field(default_factory=Criticality)
+    replicas: Replicas = Field(default_factory=Replicas)
+    allowed_playbooks: list[str] = Field(default_factory=lambda: list(PLAYBOOKS_DEFAULT))
+    limits: Limits = Field(default_factory=Limits)
+    actors: Actors = Field(default_factory=Actors)
+
+    @property
+    def allowed_actors(self) -> set[str]:
+        return set(DEFAULT_ACTORS) | set(self.actors.gitops) | set(self.actors.controllers)
+
+
+def load_guardrails(raw: dict[str, Any], policies_dir: str = "policies") -> tuple[Guardrails, list[FileProblem]]:
+    try:
+        return Guardrails.model_validate(raw or {}), []
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        return Guardrails(), [FileProblem(f"{policies_dir}/guardrails.yaml",
+                                          f"guardrails.{loc}: {err['msg']}; using the default guardrails")]
+
+
+@dataclass
+class Workload:
+    namespace: str
+    name: str
+    kind: str
+    file: str
+    labels: dict[str, str]
+    doc: ManifestDoc
+    hpa: ManifestDoc | None = None
+    extra_docs: list[ManifestDoc] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def bounds_doc(self) -> ManifestDoc | None:
+        """The document holding min/max replicas: the MIS itself, else the HPA."""
+        if self.kind == "MultimodalInferenceService" and dig(self.doc.body, "spec", "autoscaling") is not None:
+            return self.doc
+        return self.hpa
+
+    @property
+    def min_replicas(self) -> int | None:
+        d = self.bounds_doc
+        if d is None:
+            return None
+        v = dig(d.body, "spec", "autoscaling", "minReplicas") if d.kind == "MultimodalInferenceService" else dig(d.body, "spec", "minReplicas")
+        return _int(v) if v is not None else 1
+
+    @property
+    def max_replicas(self) -> int | None:
+        d = self.bounds_doc
+        if d is None:
+            return None
+        v = dig(d.body, "spec", "autoscaling", "maxReplicas") if d.kind == "MultimodalInferenceService" else dig(d.body, "spec", "maxReplicas")
+        return _int(v)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return dig(self.doc.body, "spec", "modelRef") or {}
+
+    @property
+    def responsible_ai(self) -> dict[str, Any]:
+        return dig(self.doc.body, "spec", "responsibleAI") or {}
+
+    def is_critical(self, g: Guardrails) -> bool:
+        return str(self.labels.get(g.criticality.label, "")) in g.criticality.critical_values
+
+    def is_protected(self, g: Guardrails) -> bool:
+        sel = g.protected.selector.labels
+        return bool(sel) and all(str(self.labels.get(k)) == str(v) for k, v in sel.items())
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def build_workloads(manifests: list[ManifestDoc]) -> dict[str, Workload]:
+    wl: dict[str, Workload] = {}
+    for m in manifests:
+        if m.kind in WORKLOAD_KINDS:
+            key = m.key
+            if key in wl and wl[key].kind == "MultimodalInferenceService":
+                wl[key].extra_docs.append(m)
+                continue
+            w = Workload(m.namespace, m.name, m.kind, m.file, dict(m.labels), m)
+            if key in wl:  # a Deployment and an MIS of the same name: the MIS owns it
+                if m.kind == "MultimodalInferenceService":
+                    w.extra_docs.append(wl[key].doc)
+                    w.hpa = wl[key].hpa
+                else:
+                    wl[key].extra_docs.append(m)
+                    continue
+            wl[key] = w
+    for m in manifests:
+        if m.kind != "HorizontalPodAutoscaler":
+            continue
+        target = dig(m.body, "spec", "scaleTargetRef", "name") or m.name
+        w = wl.get(f"{m.namespace}/{target}")
+        if w is not None:
+            w.hpa = m
+    return wl
+
+
+def managed_objects(workloads: dict[str, Workload], manifests: list[ManifestDoc]) -> dict[tuple[str, str], str | None]:
+    managed: dict[tuple[str, str], str | None] = {(m.namespace, m.name): m.file for m in manifests}
+    for w in workloads.values():
+        managed[(w.namespace, w.name)] = w.file
+    return managed
+
+
+def select_workloads(budget: dict[str, Any], workloads: dict[str, Workload]) -> list[Workload]:
+    sel = budget.get("selector") or {}
+    out = []
+    for w in workloads.values():
+        if "namespace" in sel and w.namespace != sel["namespace"]:
+            continue
+        if "service" in sel and w.key != sel["service"]:
+            continue
+        if "labels" in sel and not all(str(w.labels.get(k)) == str(v) for k, v in (sel["labels"] or {}).items()):
+            continue
+        if not sel:
+            continue
+        out.append(w)
+    return sorted(out, key=lambda w: w.key)

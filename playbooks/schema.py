@@ -1,0 +1,74 @@
+"""Playbook schema: what a remediation may do, with bounded parameters and the edits it makes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory.records import IncidentKind
+
+
+class Parameter(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["int", "str", "float"]
+    min: float | None = None
+    max: float | None = None
+    required: bool = True
+    description: str = ""
+
+    def check(self, name: str, value: Any) -> str | None:
+        """None when ``value`` is acceptable, else the reason."""
+        if value is None:
+            return f"parameter {name} is required" if self.required else None
+        if self.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"parameter {name} must be an integer (got {value!r})"
+        if self.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f"parameter {name} must be a number (got {value!r})"
+        if self.type == "str" and not isinstance(value, str):
+            return f"parameter {name} must be a string (got {value!r})"
+        if self.min is not None and isinstance(value, int | float) and value < self.min:
+            return f"parameter {name}={value} is below its minimum {self.min:g}"
+        if self.max is not None and isinstance(value, int | float) and value > self.max:
+            return f"parameter {name}={value} is above its maximum {self.max:g}"
+        return None
+
+
+class EditSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    path: str
+    value: str = Field(description="name of the parameter whose value is written")
+    only_if_present: bool = False
+
+    @property
+    def path_tuple(self) -> tuple[str, ...]:
+        return tuple(self.path.split("."))
+
+
+class Check(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    signal: str
+    condition: str
+    cycles: int = Field(3, ge=1, le=100)
+
+
+class Playbook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    answers: list[IncidentKind]
+    action: Literal["pr", "notify"]
+    risk: str = ""
+    rollback: str = ""
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    edits: list[EditSpec] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+
+    def check_params(self, params: dict[str, Any]) -> list[str]:
+        problems = [f"unknown parameter {k!r}" for k in params if k not in self.parameters]
+        for name, spec in self.parameters.items():
+            p = spec.check(name, params.get(name))
+            if p:
+                problems.append(p)
+        return problems

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tools.auditlog import JsonLinesAuditLog
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def event(i: int, **kw: object) -> str:
+    e = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "auditID": f"id-{i}",
+         "stage": "ResponseComplete", "requestURI": f"/apis/apps/v1/namespaces/ml/deployments/d{i}/scale",
+         "verb": "update", "user": {"username": "alice@example.com", "groups": ["devs", "system:authenticated"]},
+         "sourceIPs": ["10.0.0.7"], "userAgent": "kubectl/v1.30.4",
+         "objectRef": {"resource": "deployments", "namespace": "ml", "name": f"d{i}", "apiGroup": "apps",
+                       "apiVersion": "v1", "subresource": "scale"},
+         "responseStatus": {"metadata": {}, "code": 200},
+         "requestObject": {"kind": "Scale", "spec": {"replicas": 9}},
+         "requestReceivedTimestamp": (T0 + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+         "stageTimestamp": (T0 + timedelta(minutes=i, seconds=1)).isoformat()}
+    e.update(kw)
+    return json.dumps(e) + "\n"
+
+
+def write(path: Path, *lines: str, mode: str = "a") -> None:
+    with path.open(mode) as f:
+        f.write("".join(lines))
+
+
+def test_fields_since_and_cursor_resume(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write(log, *(event(i) for i in range(5)))
+    src = JsonLinesAuditLog(paths=[log])
+    events, cursor = src.read(cursor=None, since=T0 + timedelta(minutes=2))
+    assert [e.audit_id for e in events] == ["id-2", "id-3", "id-4"] and src.last_problems == []
+    e = events[0]
+    assert (e.at, e.verb, e.user, e.groups, e.user_agent, e.source_ips) == (
+        T0 + timedelta(minutes=2), "update", "alice@example.com", ("devs", "system:authenticated"), "kubectl/v1.30.4",
+        ("10.0.0.7",))
+    assert (e.resource, e.subresource, e.namespace, e.name, e.api_group, e.code) == (
+        "deployments", "scale", "ml", "d2", "apps", 200)
+    assert e.request_object == {"kind": "Scale", "spec": {"replicas": 9}}
+    assert e.request_uri.endswith("/d2/scale")
+    assert json.loads(cursor)[str(log)]["offset"] == log.stat().st_size
+
+    assert src.read(cursor=cursor, since=T0)[0] == []            # nothing new
+    write(log, event(6), event(1))                                # older timestamps after a cursor still count
+    events, cursor2 = src.read(cursor=cursor, since=T0 + timedelta(days=1))
+    assert [e.audit_id for e in events] == ["id-1", "id-6"]       # sorted by time
+    assert src.read(cursor=cursor2, since=T0)[0] == []
+
+
+def test_partial_last_line_waits(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    line = event(1)
+    write(log, event(0), line[:40])
+    src = JsonLinesAuditLog(paths=[log])
+    events, cursor = src.read(cursor=None, since=T0)
+    assert [e.audit_id for e in events] == ["id-0"] and src.last_problems == []
+    write(log, line[40:])
+    assert [e.audit_id for e in src.read(cursor=cursor, since=T0)[0]] == ["id-1"]
+
+
+def test_rotation_and_truncation_restart_at_zero(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write(log, *(event(i) for i in range(3)))
+    src = JsonLinesAuditLog(paths=[log])
+    _, cursor = src.read(cursor=None, since=T0)
+    os.rename(log, tmp_path / "audit.log.1")                       # logrotate: new inode
+    write(log, event(10))
+    events, cursor = src.read(cursor=cursor, since=T0 + timedelta(days=1))  # since does not apply after rotation
+    assert [e.audit_id for e in events] == ["id-10"]
+    write(log, event(11), mode="w")                                # copytruncate (same inode), then the file
+    write(log, event(12))                                          # grew past the old offset: the head tells
+    events, _ = src.read(cursor=cursor, since=T0)
+    assert [e.audit_id for e in events] == ["id-11", "id-12"]
+    log.write_text("")                                             # truncated to empty
+    assert src.read(cursor=cursor, since=T0)[0] == []
+
+
+def test_malformed_lines_missing_files_and_bad_cursor(tmp_path: Path) -> None:
+    log, gone = tmp_path / "audit.log", tmp_path / "missing.log"
+    write(log, event(0), "{not json\n", "\n", json.dumps({"kind": "Event", "verb": "get"}) + "\n", "[1, 2]\n",
+          event(1, stage="RequestReceived"), event(2))
+    src = JsonLinesAuditLog(paths=[gone, log])
+    events, cursor = src.read(cursor=None, since=T0)
+    assert [e.audit_id for e in events] == ["id-0", "id-2"]
+    assert len(src.last_problems) == 4
+    assert src.last_problems[0].startswith(f"{gone}: cannot read audit log")
+    assert [p.split(": ")[0] for p in src.last_problems[1:]] == [f"{log}:2", f"{log}:4", f"{log}:5"]
+    assert str(gone) not in json.loads(cursor)
+    events, _ = src.read(cursor="garbage", since=T0 + timedelta(minutes=1))
+    assert [e.audit_id for e in events] == ["id-2"] and any(p.startswith("cursor:") for p in src.last_problems)
+
+
+def test_event_list_and_naive_since(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write(log, json.dumps({"kind": "EventList", "items": [json.loads(event(0)), json.loads(event(1))]}) + "\n")
+    events, _ = JsonLinesAuditLog(paths=[log]).read(cursor=None, since=datetime(2026, 11, 20, 10, 1))
+    assert [e.audit_id for e in events] == ["id-1"]

@@ -1,0 +1,124 @@
+"""AuditLog over Kubernetes audit log files (the log backend: one JSON event per line).
+
+The cursor is JSON: ``{path: {"inode", "offset", "line", "head"}}`` where ``offset`` is the byte
+after the last complete line read and ``head`` a hash of the file's first bytes. A file whose inode
+changed, that shrank below the offset, or whose first bytes changed (copytruncate) was rotated: it is
+read again from the start (every event in it is new, ``since`` does not apply). A path the cursor
+does not know, or no cursor at all, reads events with ``time >= since``. A last line without its
+newline is left for the next read. Problems (missing/unreadable file, malformed line, bad cursor) do
+not stop the read: they are listed in ``last_problems`` as ``"path:line: reason"``.
+
+Events at stage ``RequestReceived``/``ResponseStarted`` are skipped (the same auditID comes again at
+``ResponseComplete``/``Panic``); ``EventList`` lines (webhook batch format) are unpacked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tools.results import AuditEvent
+
+_HEAD = 256
+_SKIP_STAGES = {"RequestReceived", "ResponseStarted"}
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _head(f: BinaryIO, size: int) -> str:
+    """Hash of the first min(size, 256) bytes: tells a file truncated and rewritten past the offset."""
+    f.seek(0)
+    return hashlib.sha256(f.read(min(size, _HEAD))).hexdigest()[:16]
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def parse_event(obj: dict[str, Any]) -> AuditEvent:
+    """One audit.k8s.io/v1 Event -> AuditEvent; KeyError/ValueError/TypeError when unusable."""
+    if not isinstance(obj.get("requestReceivedTimestamp"), str):
+        raise ValueError("no requestReceivedTimestamp")
+    ref, user, status = (_obj(obj.get(k)) for k in ("objectRef", "user", "responseStatus"))
+    code = status.get("code")
+    body = obj.get("requestObject")
+    return AuditEvent(
+        audit_id=str(obj.get("auditID", "")), at=_aware(datetime.fromisoformat(obj["requestReceivedTimestamp"])),
+        verb=str(obj.get("verb", "")), user=str(user.get("username", "")), groups=_strs(user.get("groups")),
+        user_agent=str(obj.get("userAgent", "")), source_ips=_strs(obj.get("sourceIPs")),
+        resource=str(ref.get("resource", "")), subresource=str(ref.get("subresource", "")),
+        namespace=str(ref.get("namespace", "")), name=str(ref.get("name", "")), api_group=str(ref.get("apiGroup", "")),
+        request_uri=str(obj.get("requestURI", "")), code=code if isinstance(code, int) else None,
+        request_object=body if isinstance(body, dict) else None)
+
+
+class JsonLinesAuditLog:
+    def __init__(self, *, paths: list[Path]) -> None:
+        self._paths = [Path(p) for p in paths]
+        self.last_problems: list[str] = []
+
+    def _decode(self, cursor: str | None) -> dict[str, dict[str, Any]] | None:
+        if cursor is None:
+            return None
+        try:
+            state = json.loads(cursor)
+            if isinstance(state, dict) and all(isinstance(v, dict) and isinstance(v.get("offset"), int)
+                                               and isinstance(v.get("line", 0), int) for v in state.values()):
+                return state
+        except ValueError:
+            pass
+        self.last_problems.append(f"cursor: not a cursor of this audit log, reading from 'since': {cursor[:100]!r}")
+        return None
+
+    def read(self, *, cursor: str | None, since: datetime) -> tuple[list[AuditEvent], str]:
+        self.last_problems = []
+        state, since = self._decode(cursor), _aware(since)
+        events: list[AuditEvent] = []
+        new_state: dict[str, dict[str, Any]] = {}
+        for path in self._paths:
+            prev = (state or {}).get(str(path))
+            try:
+                with path.open("rb") as f:
+                    st = os.fstat(f.fileno())
+                    prev_off = int(prev.get("offset", 0)) if prev else 0
+                    same = (prev is not None and prev.get("inode") == st.st_ino and prev_off <= st.st_size
+                            and prev.get("head", _head(f, prev_off)) == _head(f, prev_off))
+                    offset, line_no = (prev_off, int(prev.get("line", 0))) if same and prev else (0, 0)
+                    f.seek(offset)
+                    for raw in f:
+                        if not raw.endswith(b"\n"):
+                            break  # being written: read it next time
+                        offset += len(raw)
+                        line_no += 1
+                        if raw.strip():
+                            events.extend(self._parse(raw, f"{path}:{line_no}", since if prev is None else None))
+                    new_state[str(path)] = {"inode": st.st_ino, "offset": offset, "line": line_no,
+                                            "head": _head(f, offset)}
+            except OSError as e:
+                self.last_problems.append(f"{path}: cannot read audit log: {e.strerror or e}")
+                if prev is not None:
+                    new_state[str(path)] = prev  # keep the position for when it is back
+        events.sort(key=lambda e: e.at)
+        return events, json.dumps(new_state, sort_keys=True)
+
+    def _parse(self, raw: bytes, where: str, since: datetime | None) -> list[AuditEvent]:
+        try:
+            obj = json.loads(raw)
+            items = obj.get("items") if isinstance(obj, dict) and obj.get("kind") == "EventList" else [obj]
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise ValueError("not a JSON object")
+            out = [parse_event(i) for i in items if i.get("stage") not in _SKIP_STAGES]
+        except (ValueError, TypeError, KeyError) as e:
+            self.last_problems.append(f"{where}: malformed audit event: {e}"[:300])
+            return []
+        return [e for e in out if since is None or e.at >= since]
