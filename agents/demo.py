@@ -58,14 +58,10 @@ def _shift_audit(src: Path, dst: Path, delta: timedelta) -> int:
     return n
 
 
-def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False) -> None:
-    out = (lambda *a, **k: typer.echo(*a, err=True, **k)) if json_out else typer.echo
-    state = (state_dir or default_state_dir()).expanduser().resolve()
-    _prepare(state)
-    now = datetime.now(UTC).replace(microsecond=0)
+def prepare_workspace(state: Path, now: datetime, out: Any = lambda *a, **k: None) -> tuple[dict[str, Any], Path, Path]:
+    """Seed the demo's Git remote and audit log under ``state`` as if ``now`` were the data's
+    "now"; write its config. Returns (config, config path, remote)."""
     delta = now - ANCHOR
-    out(f"remediator demo: state folder {state}")
-
     hist = yaml.safe_load((DEMO_DATA / "gitops" / "history.yaml").read_text())["commits"]
     snaps = [Snapshot(tree=DEMO_DATA / "gitops" / "commits" / c["dir"], message=c["message"],
                       author=f"{c['author']['name']} <{c['author']['email']}>",
@@ -76,7 +72,6 @@ def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False)
     audit = state / "audit.log"
     n = _shift_audit(DEMO_DATA / "audit.log", audit, delta)
     out(f"  audit log {audit} ({n} events); metrics replayed from {DEMO_DATA / 'metrics.om.gz'}")
-
     cfg: dict[str, Any] = {
         "prometheus": {"replay_file": str(DEMO_DATA / "metrics.om.gz"), "replay_ends_now": True, "scrape_interval": "10m"},
         "gitops": {"remote": str(remote), "branch": "main", "provider": "local"},
@@ -89,6 +84,16 @@ def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False)
     }
     cfg_path = state / "remediator.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg, cfg_path, remote
+
+
+def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False) -> None:
+    out = (lambda *a, **k: typer.echo(*a, err=True, **k)) if json_out else typer.echo
+    state = (state_dir or default_state_dir()).expanduser().resolve()
+    _prepare(state)
+    now = datetime.now(UTC).replace(microsecond=0)
+    out(f"remediator demo: state folder {state}")
+    cfg, cfg_path, remote = prepare_workspace(state, now, out)
     settings = validate_settings(cfg, source=str(cfg_path))
     reports = []
     for c in range(1, cycles + 1):

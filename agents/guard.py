@@ -63,6 +63,9 @@ def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> Remed
         if incident.kind in BUDGET_KINDS and w.is_critical(g):
             reasons.append(f"{key} is critical: budget actions never touch critical workloads")
         allowed_files |= {d.file for d in (w.doc, w.hpa) if d is not None}
+        new_max, new_min = params.get("max_replicas"), params.get("min_replicas", w.min_replicas)
+        if isinstance(new_max, int) and isinstance(new_min, int) and new_max < new_min:
+            reasons.append(f"{key}: maxReplicas {new_max} would be below minReplicas {new_min}")
 
     files = {e.file for e in plan.edits}
     if not files <= allowed_files:

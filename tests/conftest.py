@@ -1,0 +1,24 @@
+"""Shared test setup: no global git identity, no REMEDIATOR_* leaking in from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory):
+    gitcfg = tmp_path_factory.mktemp("gitcfg") / "gitconfig"
+    gitcfg.write_text("")
+    saved = dict(os.environ)
+    for k in list(os.environ):
+        if k.startswith("REMEDIATOR_"):
+            del os.environ[k]
+    os.environ.update({"GIT_CONFIG_GLOBAL": str(gitcfg), "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"})
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

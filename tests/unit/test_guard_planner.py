@@ -1,0 +1,147 @@
+"""The guard is the only gate: plans from any planner are checked against playbooks and guardrails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.guard import GuardContext, check
+from agents.planners.deterministic import PlanContext, plan
+from agents.workloads import Guardrails, build_workloads, load_guardrails
+from memory.records import FieldEdit, Incident, RemediationPlan, fingerprint
+from playbooks.loader import load_playbooks
+from tools.results import ManifestDoc
+
+BOOKS = load_playbooks()
+
+
+def mis(name: str, *, labels: dict[str, str] | None = None, min_r: int = 2, max_r: int = 6,
+        version: str = "2.1.0") -> ManifestDoc:
+    body: dict[str, Any] = {"apiVersion": "ai.apexlogic.com/v1alpha1", "kind": "MultimodalInferenceService",
+                            "metadata": {"name": name, "namespace": "ml", "labels": labels or {}},
+                            "spec": {"modelRef": {"name": "m", "version": version, "path": f"models/m/v{version}"},
+                                     "autoscaling": {"minReplicas": min_r, "maxReplicas": max_r}}}
+    return ManifestDoc(file=f"apps/ml/{name}.yaml", index=0, kind="MultimodalInferenceService",
+                       api_version=body["apiVersion"], name=name, namespace="ml", labels=labels or {}, body=body)
+
+
+def incident(kind: str, service: str, **evidence: Any) -> Incident:
+    return Incident(kind=kind, service=service, severity="warning", fingerprint=fingerprint(kind, service),
+                    evidence=evidence)
+
+
+def ctx_for(*docs: ManifestDoc, g: Guardrails | None = None, budgets: list[dict[str, Any]] | None = None,
+            prev: dict[str, Any] | None = None) -> tuple[PlanContext, GuardContext]:
+    wl = build_workloads(list(docs))
+    g = g or Guardrails()
+    return (PlanContext(workloads=wl, guardrails=g, budgets=budgets or [], playbooks=BOOKS, previous_model=lambda w: prev),
+            GuardContext(guardrails=g, playbooks=BOOKS, workloads=wl))
+
+
+def cap_plan(inc: Incident, new: int, old: int = 6, name: str = "a") -> RemediationPlan:
+    return RemediationPlan(incident_id=inc.id, playbook="cap_max_replicas", params={"targets": {f"ml/{name}": {"max_replicas": new}}},
+                           edits=(FieldEdit(file=f"apps/ml/{name}.yaml", doc_kind="MultimodalInferenceService", doc_name=name,
+                                            path=("spec", "autoscaling", "maxReplicas"), old=old, new=new),))
+
+
+def test_cost_plan_caps_from_replica_history_and_passes_the_guard() -> None:
+    pc, gc = ctx_for(mis("a"))
+    inc = incident("cost_anomaly", "ml/a", replicas_before_p95=2.0, cost_usd_per_hour=8.0, expected_usd_per_hour=2.7,
+                   ratio=3.0, window={"minutes": 360, "start": "x"})
+    p = plan(inc, pc)
+    assert p.playbook == "cap_max_replicas" and p.edits[0].new == 3 and p.edits[0].old == 6
+    assert "p95 2" in p.rationale
+    assert check(p, inc, gc).guard_verdict == "accepted"
+
+
+@pytest.mark.parametrize("new,why", [(0, "floor"), (1, "max_decrease_percent"), (7, "raises")])
+def test_guard_blocks_unsafe_replica_values(new: int, why: str) -> None:
+    _, gc = ctx_for(mis("a"))
+    inc = incident("cost_anomaly", "ml/a")
+    out = check(cap_plan(inc, new), inc, gc)
+    assert out.guard_verdict == "notify_only" and any(why in r for r in out.guard_reasons)
+
+
+def test_guard_rejects_unknown_or_disallowed_playbooks() -> None:
+    _, gc = ctx_for(mis("a"))
+    inc = incident("cost_anomaly", "ml/a")
+    bad = cap_plan(inc, 3).model_copy(update={"playbook": "run_shell"})
+    assert check(bad, inc, gc).guard_verdict == "rejected"
+    g = Guardrails(allowed_playbooks=["notify_only"])
+    _, gc2 = ctx_for(mis("a"), g=g)
+    assert check(cap_plan(inc, 3), inc, gc2).guard_verdict == "rejected"
+
+
+def test_guard_protected_workload_is_notify_only() -> None:
+    _, gc = ctx_for(mis("a", labels={"remediation.apexlogic.com/protected": "true"}))
+    inc = incident("cost_anomaly", "ml/a")
+    out = check(cap_plan(inc, 3), inc, gc)
+    assert out.guard_verdict == "notify_only" and "protected" in out.guard_reasons[0]
+
+
+def test_guard_blocks_edits_outside_the_target() -> None:
+    _, gc = ctx_for(mis("a"), mis("b"))
+    inc = incident("cost_anomaly", "ml/a")
+    p = cap_plan(inc, 3)
+    p = p.model_copy(update={"edits": p.edits + (FieldEdit(file="apps/ml/b.yaml", doc_kind="MultimodalInferenceService",
+                                                           doc_name="b", path=("spec", "autoscaling", "maxReplicas"), old=6, new=3),)})
+    assert check(p, inc, gc).guard_verdict == "notify_only"
+
+
+def test_guard_defers_over_rate_limits() -> None:
+    _, gc = ctx_for(mis("a"))
+    inc = incident("cost_anomaly", "ml/a")
+    gc.open_prs_other = 5
+    out = check(cap_plan(inc, 3), inc, gc)
+    assert out.guard_verdict == "deferred" and "max_open_prs" in out.guard_reasons[0]
+    gc.has_open_pr = True  # updating its own PR is not a new PR
+    assert check(cap_plan(inc, 3), inc, gc).guard_verdict == "accepted"
+
+
+def test_budget_scale_down_touches_only_noncritical() -> None:
+    budgets = [{"name": "gpu", "selector": {"namespace": "ml"}, "monthly_usd": 100, "action": "scale_down_noncritical"}]
+    pc, gc = ctx_for(mis("crit", labels={"criticality": "critical"}), mis("cheap", labels={"criticality": "non-critical"}, min_r=3),
+                     budgets=budgets)
+    inc = incident("budget_breach", "ml/*", budget="gpu", top_contributors=[{"workload": "ml/crit", "usd_per_hour": 9}])
+    p = plan(inc, pc)
+    assert p.playbook == "scale_down_noncritical" and {e.file for e in p.edits} == {"apps/ml/cheap.yaml"}
+    assert all(e.new < e.old for e in p.edits)
+    assert check(p, inc, gc).guard_verdict == "accepted"
+    # a plan that does touch the critical one is stopped by the guard
+    crit = RemediationPlan(incident_id=inc.id, playbook="scale_down_noncritical",
+                           params={"targets": {"ml/crit": {"min_replicas": 1, "max_replicas": 3}}},
+                           edits=(FieldEdit(file="apps/ml/crit.yaml", doc_kind="MultimodalInferenceService", doc_name="crit",
+                                            path=("spec", "autoscaling", "maxReplicas"), old=6, new=3),))
+    assert check(crit, inc, gc).guard_verdict == "notify_only"
+
+
+def test_rollback_plan_uses_previous_version_from_git() -> None:
+    pc, gc = ctx_for(mis("a"), prev={"version": "2.0.0", "path": "models/m/v2.0.0", "commit": "abc"})
+    inc = incident("model_drift", "ml/a", distance=0.3, threshold=0.1, baseline_version="2.0.0")
+    p = plan(inc, pc)
+    assert {(e.path[-1], e.new) for e in p.edits} == {("version", "2.0.0"), ("path", "models/m/v2.0.0")}
+    assert check(p, inc, gc).guard_verdict == "accepted"
+
+
+def test_gitops_drift_is_notify_only() -> None:
+    pc, gc = ctx_for(mis("a"))
+    inc = incident("gitops_drift", "ml/a", events=[{"verb": "patch", "user": "alice", "at": "t", "change": "replicas -> 12"}])
+    p = plan(inc, pc)
+    assert p.playbook == "revert_out_of_band_change" and not p.edits
+    assert check(p, inc, gc).guard_verdict == "notify_only"
+
+
+def test_guardrails_file_errors_fall_back_to_defaults() -> None:
+    g, problems = load_guardrails({"replicas": {"floor": "many"}})
+    assert g == Guardrails() and "guardrails.replicas.floor" in problems[0].message
+    g2, _ = load_guardrails({"actors": {"controllers": ["system:serviceaccount:x:op"]}})
+    assert "system:serviceaccount:x:op" in g2.allowed_actors
+    assert "system:serviceaccount:argocd:argocd-application-controller" in g2.allowed_actors
+
+
+def test_guard_keeps_max_at_or_above_min() -> None:
+    _, gc = ctx_for(mis("a", min_r=4, max_r=6))
+    inc = incident("cost_anomaly", "ml/a")
+    out = check(cap_plan(inc, 3), inc, gc)
+    assert out.guard_verdict == "notify_only" and "below minReplicas 4" in " ".join(out.guard_reasons)
