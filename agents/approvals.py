@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.cycle import Deps
 from agents.config import ConfigError
+from agents.cycle import Deps
 from memory.records import Decision
 from tools.errors import ToolError
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, TypedDict, TypeVar
 
 from agents.config import Settings
@@ -22,7 +23,14 @@ from agents.guard import check as guard_check
 from agents.planners.deterministic import PlanContext
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.prbody import pr_body, pr_title
-from agents.workloads import Workload, build_workloads, dig, load_guardrails, managed_objects, select_workloads
+from agents.workloads import (
+    Workload,
+    build_workloads,
+    dig,
+    load_guardrails,
+    managed_objects,
+    select_workloads,
+)
 from memory.records import (
     ACTIVE_STATUSES,
     Decision,
@@ -261,8 +269,8 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
         bcosts: dict[str, tuple[object, object]] = {}
         for w in selected:
             res = costs.get(w.key) if set(resources) == {"cpu", "gpu", "memory"} else fetch(
-                f"cost {w.key} {resources}", lambda w=w: deps.metrics.workload_cost(
-                    namespace=w.namespace, name=w.name, start=start, end=now, step_s=step, resources=resources))
+                f"cost {w.key} {resources}", partial(deps.metrics.workload_cost, namespace=w.namespace, name=w.name,
+                                                     start=start, end=now, step_s=step, resources=resources))
             if res is not None and res.first is not None:
                 bcosts[w.key] = (res.first.timestamps, res.first.values)
         f = detect_budget_breach(BudgetInput(name=name, service=budget_service(b), monthly_usd=monthly,
@@ -282,8 +290,8 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
             continue
         hstart = now - s.detection.history - timedelta(days=1)
         if drift_cfg.get("enabled"):
-            pc = fetch(f"predictions {key}", lambda w=w: deps.metrics.prediction_counters(
-                namespace=w.namespace, service=w.name, start=hstart, end=now, step_s=step))
+            pc = fetch(f"predictions {key}", partial(deps.metrics.prediction_counters, namespace=w.namespace,
+                                                     service=w.name, start=hstart, end=now, step_s=step))
             if pc is not None and pc.series:
                 prev = _previous_model(deps, w)
                 try:
@@ -301,8 +309,8 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
                 if f is not None:
                     findings.append(f)
         if fair_cfg.get("enabled"):
-            oc = fetch(f"outcomes {key}", lambda w=w: deps.metrics.outcome_counters(
-                namespace=w.namespace, service=w.name, start=hstart, end=now, step_s=step))
+            oc = fetch(f"outcomes {key}", partial(deps.metrics.outcome_counters, namespace=w.namespace,
+                                                  service=w.name, start=hstart, end=now, step_s=step))
             if oc is not None and oc.series:
                 f = detect_fairness(FairnessInput(
                     service=key, file=w.file, current_version=version,
@@ -500,8 +508,8 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
             continue
         prior = existing if existing is not None and existing.status == "open" else None
         try:
-            res = retrying(deps, f"publish {branch}", lambda: deps.prs.publish(
-                branch=branch, title=title, body=body, files=files,
+            res = retrying(deps, f"publish {branch}", partial(
+                deps.prs.publish, branch=branch, title=title, body=body, files=files,
                 message=f"{title}\n\nIncident {inc.id} ({inc.kind}, fingerprint {inc.fingerprint}).\nPlan {p.id}: {p.rationale}",
                 incident_ids=sorted({i.id for i in incidents}), labels=("remediator", inc.kind), existing=prior))
         except ToolError as e:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from memory.records import Finding
+from memory.records import Finding, Severity
 from tools.detectors.common import InputStats, clean_series
 
 HOURS_PER_MONTH = 730.0
@@ -87,7 +87,7 @@ def detect_budget_breach(b: BudgetInput, *, now: float, stats: InputStats | None
     if mtd_covered:
         evidence["month_to_date_usd"] = round(mtd, 2)
         evidence["month_end_forecast_usd"] = round(mtd + run_rate * hours_left, 2)
-    severity = "critical" if percent >= 100 else "warning"
+    severity: Severity = "critical" if percent >= 100 else "warning"
     return Finding(
         kind="budget_breach", service=b.service, severity=severity, detector="budget.run_rate",
         confidence=1.0,

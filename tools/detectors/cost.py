@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from memory.records import Finding
+from memory.records import Finding, Severity
 from tools.detectors.common import Array, InputStats, clean_series, downsample, robust_sigma
 
 DAY_S = 86400.0
@@ -170,7 +170,7 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
             if np.isfinite(r[win]).any():
                 evidence["replicas_now"] = float(np.nanmax(r[win]))
     z_now = (actual - expected) / sigma
-    severity = "critical" if ratio >= 2.5 else "warning"
+    severity: Severity = "critical" if ratio >= 2.5 else "warning"
     confidence = float(min(1.0, 0.5 + 0.5 * min(1.0, duration / (4 * settings.min_duration_s)) * min(1.0, z_now / (2 * settings.z))))
     name = w.service
     return Finding(

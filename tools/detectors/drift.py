@@ -11,8 +11,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from memory.records import Finding
-from tools.detectors.common import Array, InputStats, clean_series, counter_increase_between, first_sample_time
+from memory.records import Finding, Severity
+from tools.detectors.common import (
+    Array,
+    InputStats,
+    clean_series,
+    counter_increase_between,
+    first_sample_time,
+)
 
 DAY_S = 86400.0
 
@@ -110,7 +116,7 @@ def detect_drift(d: DriftInput, *, now: float, stats: InputStats | None = None) 
     dist = js_distance(p, q)
     if dist <= d.threshold:
         return None
-    severity = "critical" if dist >= 2 * d.threshold else "warning"
+    severity: Severity = "critical" if dist >= 2 * d.threshold else "warning"
     conf = min(1.0, 0.5 + 0.5 * min(n_cur, n_base) / (10 * d.min_samples))
     return Finding(
         kind="model_drift", service=d.service, severity=severity, detector="drift.jensen_shannon",
