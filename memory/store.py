@@ -152,7 +152,7 @@ class Store:
     def migrate(self) -> None:
         """``alembic upgrade head`` on this engine; idempotent, and safe when replicas start together."""
         with self.engine.execution_options(sqlite_immediate=True).begin() as conn:
-            if False:
+            if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK})
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS))

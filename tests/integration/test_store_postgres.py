@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -66,23 +69,19 @@ def test_migrate_is_idempotent_and_matches_models(db: Store) -> None:
 
 
 def test_concurrent_migrations_do_not_collide(schema_url: str) -> None:
-    stores = [Store(schema_url) for _ in range(3)]
-    errors: list[Exception] = []
-
-    def run(s: Store) -> None:
-        try:
-            s.migrate()
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in stores:
-        s.close()
+    """Replicas starting together: three processes migrate the same empty schema at once."""
+    code = "import sys; from memory.store import Store; Store.open(sys.argv[1]).close()"
+    root = Path(__file__).resolve().parents[2]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, schema_url], cwd=root, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs if p.wait(timeout=120) != 0]
     assert errors == []
+    check = Store(schema_url)
+    with check.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit_head")).scalar() == 1
+    check.close()
 
 
 def test_records_round_trip(db: Store) -> None:
