@@ -270,3 +270,18 @@ def test_expected_or_harmless_events_are_not_drift(event: AuditEvent) -> None:
     managed = {("web", "api"): "apps/web/api.yaml"}
     actors = ["system:serviceaccount:kube-system:horizontal-pod-autoscaler"]
     assert detect_oob_writes([event], managed=managed, allowed_actors=actors) == []
+
+
+def test_counters_predating_the_data_count_only_their_increase() -> None:
+    """Regression: a baseline window starting before the data made a long-running counter's
+    running total count as predictions, inventing drift."""
+    rollout = NOW - DAY
+    dist = {"a": 0.6, "b": 0.3, "c": 0.1}
+    old = []
+    for i, (cls, p) in enumerate(dist.items()):
+        v = 1e7 * (1 + 4 * (i == 2)) + (TS - TS[0]) * 5.0 * p  # running totals unrelated to the class mix
+        v[TS > rollout] = np.nan
+        old.append(CounterSeries({"model_version": "1.0", "class": cls}, TS, v))
+    d = DriftInput(service="ml/x", file=None, current_version="2.0",
+                   counters=old + _counters("2.0", dist, rollout, 5.0), previous_version="1.0")
+    assert detect_drift(d, now=NOW) is None

@@ -47,21 +47,32 @@ def counter_increase(values: Array) -> float:
     return float(d.sum())
 
 
-def counter_increase_between(ts: Array, values: Array, start: float, end: float) -> float:
-    """Increase of a counter over ``(start, end]`` using the samples at or before ``start`` as base.
-    A series that begins inside the window (a new version) counts from its first sample, which a
-    new series starts at 0."""
+def counter_increase_between(ts: Array, values: Array, start: float, end: float,
+                             data_start: float | None = None) -> float:
+    """Increase of a counter over ``(start, end]`` using the last sample at or before ``start`` as base.
+
+    A series whose first sample lies inside the window counts from zero (a new version's counter
+    starts at 0) -- unless that first sample is where the data itself begins (``data_start``,
+    within 1.5 steps): then the series simply predates what we can see and its first value is a
+    running total, not an increase."""
     mask = (ts <= end) & np.isfinite(values)
     t, v = ts[mask], values[mask]
     if t.size == 0:
         return 0.0
     before = np.nonzero(t <= start)[0]
     if before.size:
-        i0 = before[-1]
-        seg = v[i0:]
-        return counter_increase(seg)
-    # series starts inside the window: its first sample is itself an increase from 0
+        return counter_increase(v[before[-1]:])
+    step = float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
+    if data_start is not None and t[0] <= data_start + 1.5 * step:
+        return counter_increase(v)
     return float(v[0]) + counter_increase(v)
+
+
+def data_start(series: list[tuple[Array, Array]]) -> float | None:
+    """The first time any of these series has a sample (where the visible data begins)."""
+    firsts = [first_sample_time(t, v) for t, v in series]
+    known = [f for f in firsts if f is not None]
+    return min(known) if known else None
 
 
 def first_sample_time(ts: Array, values: Array) -> float | None:

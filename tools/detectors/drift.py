@@ -17,6 +17,7 @@ from tools.detectors.common import (
     InputStats,
     clean_series,
     counter_increase_between,
+    data_start,
     first_sample_time,
 )
 
@@ -60,8 +61,12 @@ def js_distance(p: Array, q: Array) -> float:
     return math.sqrt(max(0.0, min(1.0, d)))
 
 
+def counters_data_start(counters: list[CounterSeries]) -> float | None:
+    return data_start([cs for cs in (clean_series(c.ts, c.values) for c in counters) if cs is not None])
+
+
 def version_counts(counters: list[CounterSeries], version: str, start: float, end: float,
-                   class_label: str = "class") -> dict[str, float]:
+                   class_label: str = "class", first_seen: float | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
     for c in counters:
         if c.labels.get("model_version") != version:
@@ -70,7 +75,7 @@ def version_counts(counters: list[CounterSeries], version: str, start: float, en
         if cs is None:
             continue
         cls = c.labels.get(class_label, "")
-        out[cls] = out.get(cls, 0.0) + counter_increase_between(cs[0], cs[1], start, end)
+        out[cls] = out.get(cls, 0.0) + counter_increase_between(cs[0], cs[1], start, end, first_seen)
     return out
 
 
@@ -93,19 +98,22 @@ def detect_drift(d: DriftInput, *, now: float, stats: InputStats | None = None) 
     first = version_first_seen(d.counters, d.current_version)
     if first is None:
         return None
-    grid_start = min((float(np.asarray(c.ts, dtype=float)[0]) for c in d.counters if np.asarray(c.ts).size), default=first)
+    seen_from = counters_data_start(d.counters)
+    ts0 = np.asarray(d.counters[0].ts, dtype=float)
+    step = float(np.median(np.diff(ts0))) if ts0.size > 1 else 0.0
     rollout = first
-    if d.version_set_at is not None and first <= grid_start + 1 and d.version_set_at < first:
-        rollout = d.version_set_at  # the series predates our window: the commit says when it started
+    if seen_from is not None and first <= seen_from + 1.5 * step and d.version_set_at is not None \
+            and d.version_set_at < first:
+        rollout = d.version_set_at  # the series predates our data: the commit says when it started
     cur_start = max(rollout, now - DAY_S)
-    current = version_counts(d.counters, d.current_version, cur_start, now, d.class_label)
+    current = version_counts(d.counters, d.current_version, cur_start, now, d.class_label, seen_from)
 
     known = {c.labels.get("model_version") for c in d.counters}
     candidates = [v for v in (d.baseline_ref, d.previous_version) if v and v != d.current_version and v in known]
     if not candidates:
         return None
     base_version = candidates[0]
-    baseline = version_counts(d.counters, base_version, rollout - 7 * DAY_S, rollout, d.class_label)
+    baseline = version_counts(d.counters, base_version, rollout - 7 * DAY_S, rollout, d.class_label, seen_from)
     n_cur, n_base = sum(current.values()), sum(baseline.values())
     if n_cur < d.min_samples or n_base < d.min_samples:
         stats.reject(f"drift {d.service}", f"too few predictions (current {n_cur:.0f}, baseline {n_base:.0f}, need {d.min_samples})")

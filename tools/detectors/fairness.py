@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from memory.records import Finding
 from tools.detectors.common import InputStats, clean_series, counter_increase_between
-from tools.detectors.drift import CounterSeries, version_first_seen
+from tools.detectors.drift import CounterSeries, counters_data_start, version_first_seen
 
 DAY_S = 86400.0
 Z95 = 1.96
@@ -47,6 +47,7 @@ def detect_fairness(f: FairnessInput, *, now: float, stats: InputStats | None = 
     if first is None:
         return None
     start = max(first, now - DAY_S)
+    seen_from = counters_data_start(f.counters)
     worst: dict[str, object] | None = None
     for attr in f.attributes:
         counts: dict[str, dict[str, float]] = {}
@@ -59,7 +60,7 @@ def detect_fairness(f: FairnessInput, *, now: float, stats: InputStats | None = 
             g = c.labels.get("group", "")
             o = c.labels.get("outcome", "")
             counts.setdefault(g, {}).setdefault(o, 0.0)
-            counts[g][o] += counter_increase_between(cs[0], cs[1], start, now)
+            counts[g][o] += counter_increase_between(cs[0], cs[1], start, now, seen_from)
         rates = {}
         for g, oc in counts.items():
             n = oc.get("positive", 0.0) + oc.get("negative", 0.0)
