@@ -34,6 +34,7 @@ from agents.workloads import (
 from memory.records import (
     ACTIVE_STATUSES,
     Decision,
+    FieldEdit,
     Finding,
     Incident,
     PullRequest,
@@ -389,6 +390,9 @@ def correlate(deps: Deps, state: CycleState) -> CycleState:
         if now - inc.last_seen_at < quiet:
             continue
         for pr in store.list_prs(statuses=["open"]):
+            others = [store.get_incident(i) for i in pr.incident_ids if i != inc.id]
+            if any(o is not None and o.active and o.fingerprint in seen for o in others):
+                continue  # the PR still answers another live incident
             if inc.id in pr.incident_ids and not deps.dry_run:
                 try:
                     closed = deps.prs.close(pr=pr, comment=f"{inc.kind} on {inc.service} resolved before merge; closing.")
@@ -414,8 +418,8 @@ def plan(deps: Deps, state: CycleState) -> CycleState:
         if inc is None or inc.status not in ("open", "proposed"):
             continue
         prev = deps.store.latest_plan(iid)
-        pr = deps.store.get_pr_by_branch(branch_name(inc.kind, inc.service, inc.fingerprint))
-        if prev is not None and prev.guard_verdict == "accepted" and pr is not None and pr.status == "open":
+        pr = _open_pr_of(deps, inc)
+        if prev is not None and prev.guard_verdict == "accepted" and pr is not None:
             p = prev  # keep the open PR stable while its incident lasts: no churn on unchanged inputs
         else:
             p = deterministic_plan(inc, ctx)
@@ -459,7 +463,23 @@ def _same_fingerprint(deps: Deps, inc: Incident) -> list[Incident]:
 
 # ----------------------------------------------------------------------------- propose
 
+def _open_pr_of(deps: Deps, inc: Incident) -> PullRequest | None:
+    """The open PR that carries this incident (its own branch, or one it joined)."""
+    own = branch_name(inc.kind, inc.service, inc.fingerprint)
+    open_prs = deps.store.list_prs(statuses=["open"])
+    return next((p for p in open_prs if inc.id in p.incident_ids), None) or \
+        next((p for p in open_prs if p.branch == own), None)
+
+
+def _edit_key(e: FieldEdit) -> tuple[str, str, str, tuple[str | int, ...]]:
+    return (e.file, e.doc_kind, e.doc_name, tuple(e.path))
+
+
 def propose(deps: Deps, state: CycleState) -> CycleState:
+    """Publish accepted plans. At most one open PR per workload file: an incident whose files are
+    in another incident's open PR joins it, and a PR's content is always the union of the
+    accepted plans of all its incidents (oldest incident first), so re-running on unchanged
+    inputs rebuilds exactly the same commit and pushes nothing."""
     now = _now(state)
     errors: list[dict[str, Any]] = []
     pr_ids: list[str] = []
@@ -473,72 +493,74 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
         inc = deps.store.get_incident(p.incident_id)
         if inc is None:
             continue
-        branch = branch_name(inc.kind, inc.service, inc.fingerprint)
-        existing = deps.store.get_pr_by_branch(branch)
-        edits = list(p.edits)
-        incidents = [inc]
-        # at most one open PR per workload file: a second incident on it joins the open PR
-        for other in deps.store.list_prs(statuses=["open"]):
-            if other.branch != branch and set(other.files) & set(p.files):
-                other_plan = _plan_for_pr(deps, other)
-                if other_plan is None:
-                    continue
-                have = {(e.file, e.doc_kind, e.doc_name, tuple(e.path)) for e in other_plan.edits}
-                edits = list(other_plan.edits) + [e for e in edits if (e.file, e.doc_kind, e.doc_name, tuple(e.path)) not in have]
-                incidents = [i for i in (deps.store.get_incident(x) for x in other.incident_ids) if i] + [inc]
-                branch, existing = other.branch, other
-                p = other_plan.model_copy(update={"edits": tuple(edits)}) if edits != list(other_plan.edits) else other_plan
-                break
+        target = _open_pr_of(deps, inc) or next(
+            (o for o in deps.store.list_prs(statuses=["open"]) if set(o.files) & set(p.files)), None)
+        branch = target.branch if target is not None else branch_name(inc.kind, inc.service, inc.fingerprint)
+        members = {inc.id: inc}
+        for iid in (target.incident_ids if target is not None else ()):
+            other = deps.store.get_incident(iid)
+            if other is not None and other.active:
+                members[other.id] = other
+        incidents = sorted(members.values(), key=lambda i: (i.opened_at, i.id))
+        plans = [x for x in (p if i.id == inc.id else deps.store.latest_plan(i.id) for i in incidents)
+                 if x is not None and x.guard_verdict == "accepted"]
+        edits: dict[tuple[str, str, str, tuple[str | int, ...]], FieldEdit] = {}
+        for x in plans:
+            for e in x.edits:
+                edits.setdefault(_edit_key(e), e)
+        lead = plans[0] if plans else p
         files: dict[str, str] = {}
         try:
-            for fname in sorted({e.file for e in edits}):
+            for fname in sorted({e.file for e in edits.values()}):
                 text = deps.repo.read_file(path=fname)
                 if text is None:
                     raise PermanentError(f"{fname} is not in the base branch any more")
-                files[fname] = apply_edits(text, [e for e in edits if e.file == fname])
+                files[fname] = apply_edits(text, [e for e in edits.values() if e.file == fname])
         except ToolError as e:
             errors.append(err("propose", inc.service, f"cannot edit: {e}"))
             continue
-        title = pr_title(p, incidents)
-        audit_ids = [_audit(deps, state, "propose", "publishing", inc.id, branch=branch, files=sorted(files),
-                            dry_run=deps.dry_run)]
-        body = pr_body(p, incidents, deps.playbooks.get(p.playbook), audit_ids)
+        combined = lead.model_copy(update={"edits": tuple(edits.values())})
+        title = pr_title(combined, incidents)
+        body = pr_body(combined, incidents, deps.playbooks.get(lead.playbook), plans)
         if deps.dry_run:
             deps.on_progress(f"dry-run: would publish {branch} ({', '.join(sorted(files))})")
+            _dry_run_show(deps, branch, files, title, body)
             continue
-        prior = existing if existing is not None and existing.status == "open" else None
         try:
             res = retrying(deps, f"publish {branch}", partial(
                 deps.prs.publish, branch=branch, title=title, body=body, files=files,
-                message=f"{title}\n\nIncident {inc.id} ({inc.kind}, fingerprint {inc.fingerprint}).\nPlan {p.id}: {p.rationale}",
-                incident_ids=sorted({i.id for i in incidents}), labels=("remediator", inc.kind), existing=prior))
+                message=f"{title}\n\n" + "\n".join(f"Incident {i.id} ({i.kind}, fingerprint {i.fingerprint})" for i in incidents)
+                + f"\nPlan {lead.id}: {lead.rationale}",
+                incident_ids=[i.id for i in incidents], labels=("remediator", *sorted({i.kind for i in incidents})),
+                existing=target))
         except ToolError as e:
             errors.append(err("propose", branch, str(e)))
             continue
-        pr = res.pr
-        if prior is not None and not res.pushed and (prior.title, prior.body, prior.incident_ids) == (pr.title, pr.body, pr.incident_ids):
-            pr = prior
-        elif prior is None or res.pushed or pr != prior:
-            pr = pr.model_copy(update={"updated_at": now} if res.pushed else {})
+        pr = res.pr.model_copy(update={"title": title, "body": body, "files": tuple(sorted(files)),
+                                       "incident_ids": tuple(i.id for i in incidents)})
+        if res.pushed:
+            pr = pr.model_copy(update={"updated_at": now})
+        if target is None or pr != target:
             deps.store.save_pr(pr)
         if res.note:
             errors.append(err("propose", branch, res.note))
         if res.pushed:
-            _audit(deps, state, "propose", "pr_opened" if prior is None else "pr_updated", pr.id, branch=branch,
-                   head=pr.head_sha, incident_ids=list(pr.incident_ids))
+            _audit(deps, state, "propose", "pr_opened" if target is None else "pr_updated", pr.id, branch=branch,
+                   head=pr.head_sha, incident_ids=list(pr.incident_ids), files=sorted(files))
         for i in incidents:
             if i.status == "open":
                 deps.store.save_incident(i.model_copy(update={"status": "proposed", "updated_at": now}))
         pr_ids.append(pr.id)
-    return {"pr_ids": pr_ids, "errors": errors}
+    return {"pr_ids": sorted(set(pr_ids)), "errors": errors}
 
 
-def _plan_for_pr(deps: Deps, pr: PullRequest) -> RemediationPlan | None:
-    for iid in pr.incident_ids:
-        p = deps.store.latest_plan(iid)
-        if p is not None and p.guard_verdict == "accepted":
-            return p
-    return None
+def _dry_run_show(deps: Deps, branch: str, files: dict[str, str], title: str, body: str) -> None:
+    import difflib
+
+    for fname, new in files.items():
+        old = deps.repo.read_file(path=fname) or ""
+        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{fname}", f"b/{fname}"))
+        deps.on_progress(f"--- {branch}: {title}\n{diff}\n{body}")
 
 
 # ----------------------------------------------------------------------------- notify + record

@@ -29,7 +29,8 @@ def _chart(ev: dict[str, Any]) -> str:
             f"  y-axis \"$/h\" 0 --> {top:.2f}\n  line [{', '.join(f'{v:.3f}' for v in vals)}]\n{FENCE}\n")
 
 
-def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook | None, audit_ids: list[int]) -> str:
+def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook | None,
+            plans: list[RemediationPlan] | None = None) -> str:
     lines = ["## What remediator saw", ""]
     for inc in incidents:
         lines.append(f"- **{inc.kind}** on `{inc.service}` ({inc.severity}): {inc.summary}")
@@ -39,13 +40,15 @@ def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook
               FENCE, "</details>", _chart(ev), "## What this PR changes", ""]
     for e in plan.edits:
         lines.append(f"- `{e.file}` {e.doc_kind}/{e.doc_name} `{'.'.join(map(str, e.path))}`: `{e.old}` -> `{e.new}`")
-    lines += ["", f"**Playbook:** `{plan.playbook}` (planner: {plan.planner})", "", f"**Why:** {plan.rationale}", ""]
+    for x in plans or [plan]:
+        lines += ["", f"**Playbook:** `{x.playbook}` (planner: {x.planner})", "", f"**Why:** {x.rationale}"]
+    lines.append("")
     if "extra_usd_per_month" in ev:
         lines.append(f"**Expected effect:** about ${ev['extra_usd_per_month']:,.0f}/month of excess spend removed.")
     if playbook is not None:
         lines += [f"**Risk:** {playbook.risk}", "", f"**Roll back:** {playbook.rollback}", ""]
-    lines += ["---", f"Incidents: {', '.join(i.id for i in incidents)} · plan {plan.id}"
-              + (f" · audit entries {', '.join(map(str, audit_ids))}" if audit_ids else ""),
+    lines += ["---", f"Incidents: {', '.join(i.id for i in incidents)} · plans "
+              f"{', '.join(x.id for x in plans or [plan])} · audit trail: `remediator incidents show <incident>`",
               "Approve in Slack, by PR review, or `remediator decisions approve <incident>`. "
               "This PR was opened by remediator; it never writes to the cluster."]
     return "\n".join(lines)
