@@ -302,16 +302,15 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.UsageError):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except Exception as e:
+        show = getattr(e, "show", None)  # click/typer usage errors know how to print themselves
+        if callable(show):
+            show()
+            sys.exit(int(getattr(e, "exit_code", 2)))
+        log.debug("internal error", exc_info=True)
+        sys.stderr.write(f"remediator: internal error: {type(e).__name__}: {scrub(str(e))} "
+                         "(set REMEDIATOR_LOG_LEVEL=DEBUG for the traceback, and please report it)\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

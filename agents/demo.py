@@ -70,7 +70,7 @@ def prepare_workspace(state: Path, now: datetime, out: Any = lambda *a, **k: Non
     seed_bare_remote(remote, snaps)
     out(f"  seeded GitOps remote {remote} ({len(snaps)} commits)")
     audit = state / "audit.log"
-    n = _shift_audit(DEMO_DATA / "audit.log", audit, delta)
+    n = _shift_audit(DEMO_DATA / "audit.jsonl", audit, delta)
     out(f"  audit log {audit} ({n} events); metrics replayed from {DEMO_DATA / 'metrics.om.gz'}")
     cfg: dict[str, Any] = {
         "prometheus": {"replay_file": str(DEMO_DATA / "metrics.om.gz"), "replay_ends_now": True, "scrape_interval": "10m"},
