@@ -131,6 +131,7 @@ def demo(state_dir: Annotated[Path | None, typer.Option("--state-dir", help="whe
          json_out: JsonOpt = False) -> None:
     """Run the whole loop on embedded data: no outside services needed."""
     setup_logging(False)
+    logging.getLogger("remediator").setLevel(logging.WARNING)  # the demo prints its own story
     from agents.demo import run_demo
 
     run_demo(state_dir, cycles=cycles, json_out=json_out)
@@ -235,7 +236,7 @@ def _decide(config: Path, incident_id: str, verdict: str, actor: str | None, rea
     if json_out:
         _print_json(d.model_dump(mode="json"))
     else:
-        typer.echo(f"{d.verdict}d {d.incident_id} ({d.id}) {d.reason}")
+        typer.echo(f"{'approved' if d.verdict == 'approve' else 'rejected'} {d.incident_id} ({d.id}) {d.reason}")
 
 
 @decisions_app.command("approve")

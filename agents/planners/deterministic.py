@@ -65,11 +65,10 @@ def plan(incident: Incident, ctx: PlanContext) -> RemediationPlan:
     if kind in ("model_drift", "fairness_violation"):
         return _plan_rollback(incident, ctx)
     ev = incident.evidence
-    last = (ev.get("events") or [{}])[-1]
-    return notify(incident, (f"Out-of-band {last.get('verb', 'write')} of {incident.service} by {last.get('user', '?')} "
-                             f"at {last.get('at', '?')} ({last.get('change', '') or 'see evidence'}). Git stays the source "
-                             "of truth; no PR unless an approver asks to adopt the change."),
-                  playbook="revert_out_of_band_change")
+    n = ev.get("count", 1)
+    return notify(incident, (f"{n} out-of-band write(s) to a Git-managed object; Git stays the source of truth "
+                             "(Argo CD / Flux restore it on the next sync). No PR unless an approver asks to adopt "
+                             "the change."), playbook="revert_out_of_band_change")
 
 
 def _make(incident: Incident, ctx: PlanContext, playbook: str, targets: dict[str, dict[str, Any]],
