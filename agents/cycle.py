@@ -71,6 +71,7 @@ class CycleState(TypedDict, total=False):
     audit_events: list[dict[str, Any]]
     audit_cursor: str | None
     findings: list[dict[str, Any]]
+    evaluated: list[str]
     touched: list[str]
     plans: list[dict[str, Any]]
     pr_ids: list[str]
@@ -195,6 +196,7 @@ def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) ->
             continue
         if fresh.status == pr.status:
             continue
+        fresh = fresh.model_copy(update={"updated_at": _now(state)})
         deps.store.save_pr(fresh)
         verdict = "approve" if fresh.status == "merged" else "reject"
         for iid in fresh.incident_ids:
@@ -223,6 +225,7 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
     start = now - s.detection.history
     findings: list[Finding] = []
     costs: dict[str, SignalResult] = {}
+    evaluated: set[str] = set()  # kind|service that had data this cycle (only those may resolve)
 
     def fetch(label: str, fn: Callable[[], SignalResult]) -> SignalResult | None:
         try:
@@ -243,6 +246,7 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
         if c is None or c.first is None:
             continue
         costs[key] = c
+        evaluated.add(f"cost_anomaly|{key}")
         r = fetch(f"replicas {key}", lambda w=w: deps.metrics.workload_replicas(namespace=w.namespace, name=w.name,
                                                                                   start=start, end=now, step_s=step))
         rr = None
@@ -274,6 +278,8 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
                                                      start=start, end=now, step_s=step, resources=resources))
             if res is not None and res.first is not None:
                 bcosts[w.key] = (res.first.timestamps, res.first.values)
+        if bcosts:
+            evaluated.add(f"budget_breach|{budget_service(b)}")
         f = detect_budget_breach(BudgetInput(name=name, service=budget_service(b), monthly_usd=monthly,
                                              alert_at_percent=alert, action=str(b.get("action", "alert")),
                                              costs=bcosts, resources=resources), now=end_ts, stats=stats)
@@ -294,6 +300,7 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
             pc = fetch(f"predictions {key}", partial(deps.metrics.prediction_counters, namespace=w.namespace,
                                                      service=w.name, start=hstart, end=now, step_s=step))
             if pc is not None and pc.series:
+                evaluated.add(f"model_drift|{key}")
                 prev = _previous_model(deps, w)
                 try:
                     threshold = float(drift_cfg.get("threshold", 0.1))
@@ -313,6 +320,7 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
             oc = fetch(f"outcomes {key}", partial(deps.metrics.outcome_counters, namespace=w.namespace,
                                                   service=w.name, start=hstart, end=now, step_s=step))
             if oc is not None and oc.series:
+                evaluated.add(f"fairness_violation|{key}")
                 f = detect_fairness(FairnessInput(
                     service=key, file=w.file, current_version=version,
                     counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in oc.series],
@@ -330,7 +338,8 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
         errors.append(err("detect", r.split(":", 1)[0], r.split(":", 1)[-1].strip()))
     _audit(deps, state, "detect", "findings", "", count=len(findings),
            findings=[{"kind": f.kind, "service": f.service, "severity": f.severity} for f in findings])
-    return {"findings": [f.model_dump(mode="json") for f in findings], "errors": errors}
+    return {"findings": [f.model_dump(mode="json") for f in findings], "evaluated": sorted(evaluated),
+            "errors": errors}
 
 
 def _previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
@@ -360,6 +369,7 @@ def correlate(deps: Deps, state: CycleState) -> CycleState:
     now = _now(state)
     store = deps.store
     touched: list[str] = []
+    errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     for fd in state.get("findings", []):
         f = Finding.model_validate(fd)
@@ -382,10 +392,13 @@ def correlate(deps: Deps, state: CycleState) -> CycleState:
 
     # incidents no longer seen: resolved once quiet for long enough (and their open PR closed)
     min_quiet = deps.settings.detection.min_duration
+    g = _guardrails(deps, state)
+    evaluated = set(state.get("evaluated", []))
     for inc in store.list_incidents(statuses=ACTIVE_STATUSES):
         if inc.fingerprint in seen:
             continue
-        g = _guardrails(deps, state)
+        if inc.kind != "gitops_drift" and f"{inc.kind}|{inc.service}" not in evaluated:
+            continue  # no data this cycle (query failed, workload gone): absence of a finding proves nothing
         quiet = timedelta(seconds=g.limits.cooldown_s) if inc.kind == "gitops_drift" else min_quiet
         if now - inc.last_seen_at < quiet:
             continue
@@ -396,14 +409,16 @@ def correlate(deps: Deps, state: CycleState) -> CycleState:
             if inc.id in pr.incident_ids and not deps.dry_run:
                 try:
                     closed = deps.prs.close(pr=pr, comment=f"{inc.kind} on {inc.service} resolved before merge; closing.")
+                    closed = closed.model_copy(update={"updated_at": now})
                     store.save_pr(closed)
+                    _audit(deps, state, "correlate", "pr_closed", closed.id, branch=closed.branch,
+                           reason=f"{inc.id} resolved before merge")
                 except ToolError as e:
-                    state.setdefault("errors", [])
-                    log.warning("cannot close PR %s: %s", pr.branch, e)
+                    errors.append(err("correlate", pr.branch, f"cannot close PR of resolved incident: {e}"))
         store.save_incident(inc.model_copy(update={"status": "resolved", "resolved_at": now, "updated_at": now}))
         _audit(deps, state, "correlate", "incident_resolved", inc.id, reason=f"not seen since {inc.last_seen_at.isoformat()}")
         touched.append(inc.id)
-    return {"touched": touched}
+    return {"touched": touched, "errors": errors}
 
 
 # ----------------------------------------------------------------------------- plan + guard

@@ -1,0 +1,62 @@
+"""Incident lifecycle across cycles: resolved when the signal is back in bounds (its open PR
+closed and branch deleted), but never on missing data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import git
+import pytest
+
+from agents.compose import build_deps, checkpoint_path
+from agents.config import load_settings
+from agents.demo import prepare_workspace
+from agents.graph import run_cycle, sqlite_checkpointer
+from tests.fakes.metrics import FakeMetrics, flatten_tail
+
+pytestmark = pytest.mark.integration
+CAPTIONER = "ml-serving/image-captioner"
+
+
+def cycle(cfg: Path, now: datetime, **fake: object) -> dict:
+    settings = load_settings(cfg)
+    deps = build_deps(settings, replay_shift_to=now.replace(second=0))
+    deps.metrics = FakeMetrics(deps.metrics, **fake)  # type: ignore[arg-type]
+    with sqlite_checkpointer(checkpoint_path(settings)) as cp:
+        return run_cycle(deps, cp, started_at=now)
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> tuple[Path, Path, datetime]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    _, cfg, remote = prepare_workspace(tmp_path, now)
+    return cfg, remote, now
+
+
+def _cost(r: dict) -> dict | None:
+    return next((i for i in r["incidents"] if i["kind"] == "cost_anomaly" and i["service"] == CAPTIONER), None)
+
+
+def test_missing_data_does_not_resolve_but_recovery_does(ws: tuple[Path, Path, datetime]) -> None:
+    cfg, remote, now = ws
+    r1 = cycle(cfg, now)
+    inc = _cost(r1)
+    assert inc is not None and inc["status"] == "proposed"
+    branch = next(p["branch"] for p in r1["pull_requests"] if inc["id"] in p["incident_ids"])
+
+    later = now + timedelta(hours=1)
+    r2 = cycle(cfg, later, fail={("workload_cost", "image-captioner")})
+    assert any(e["source"] == f"cost {CAPTIONER}" for e in r2["errors"])
+    assert (_cost(r2) or {}).get("status") == "proposed"  # still open: no data is not good news
+    assert branch in [h.name for h in git.Repo(remote).heads]
+
+    def recovered(signal: str, kw: dict, res):  # type: ignore[no-untyped-def]
+        return flatten_tail(res, 8) if signal == "workload_cost" and kw["name"] == "image-captioner" else res
+
+    r3 = cycle(cfg, later + timedelta(minutes=5), rewrite=recovered)
+    resolved = next(i for i in r3["incidents"] if i["id"] == inc["id"])
+    assert resolved["status"] == "resolved"
+    closed = next(p for p in r3["pull_requests"] if p["branch"] == branch)
+    assert closed["status"] == "closed"
+    assert branch not in [h.name for h in git.Repo(remote).heads]
