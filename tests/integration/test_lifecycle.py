@@ -60,3 +60,45 @@ def test_missing_data_does_not_resolve_but_recovery_does(ws: tuple[Path, Path, d
     closed = next(p for p in r3["pull_requests"] if p["branch"] == branch)
     assert closed["status"] == "closed"
     assert branch not in [h.name for h in git.Repo(remote).heads]
+
+
+def test_merge_in_the_git_host_is_recorded_as_a_pr_review_decision(ws: tuple[Path, Path, datetime], tmp_path: Path) -> None:
+    cfg, remote, now = ws
+    r1 = cycle(cfg, now)
+    inc = _cost(r1)
+    assert inc is not None
+    pr = next(p for p in r1["pull_requests"] if inc["id"] in p["incident_ids"])
+    clone = git.Repo.clone_from(str(remote), tmp_path / "human")
+    env = {"GIT_AUTHOR_NAME": "Dana", "GIT_AUTHOR_EMAIL": "dana@example.com",
+           "GIT_COMMITTER_NAME": "Dana", "GIT_COMMITTER_EMAIL": "dana@example.com"}
+    with clone.git.custom_environment(**env):
+        clone.git.merge("--no-ff", f"origin/{pr['branch']}", "-m", "Merge remediation (reviewed)")
+        clone.git.push("origin", "main")
+    r2 = cycle(cfg, now + timedelta(minutes=5))
+    merged = next(p for p in r2["pull_requests"] if p["id"] == pr["id"])
+    assert merged["status"] == "merged"
+    assert next(i for i in r2["incidents"] if i["id"] == inc["id"])["status"] == "approved"
+    from memory.store import Store
+
+    store = Store.open(load_settings(cfg).memory.url)
+    (d,) = store.list_decisions(incident_id=inc["id"])
+    assert d.source == "pr_review" and d.verdict == "approve"
+    assert any(e.action == "pr_merged" for e in store.audit.entries())
+
+
+def test_human_push_on_the_branch_stops_updates(ws: tuple[Path, Path, datetime], tmp_path: Path) -> None:
+    cfg, remote, now = ws
+    r1 = cycle(cfg, now)
+    pr = next(p for p in r1["pull_requests"] if p["branch"].startswith("remediator/cost-anomaly/"))
+    clone = git.Repo.clone_from(str(remote), tmp_path / "human", branch=pr["branch"])
+    f = tmp_path / "human" / pr["files"][0]
+    f.write_text(f.read_text().replace("maxReplicas: 3", "maxReplicas: 4"))
+    env = {"GIT_AUTHOR_NAME": "Dana", "GIT_AUTHOR_EMAIL": "dana@example.com",
+           "GIT_COMMITTER_NAME": "Dana", "GIT_COMMITTER_EMAIL": "dana@example.com"}
+    with clone.git.custom_environment(**env):
+        clone.git.commit("-am", "4 is safer")
+        clone.git.push("origin", pr["branch"])
+    head = git.Repo(remote).heads[pr["branch"]].commit.hexsha
+    r2 = cycle(cfg, now + timedelta(minutes=5))
+    assert git.Repo(remote).heads[pr["branch"]].commit.hexsha == head
+    assert any(pr["branch"] == e["source"] and "human" in e["message"].lower() for e in r2["errors"])
