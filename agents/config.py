@@ -64,6 +64,11 @@ class GitOpsSettings(Section):
     workdir: Path | None = Field(None, description="where clones live; default beside the state DB")
     author: str = Field("remediator <remediator@localhost>", description="commit identity of the bot")
     policies_dir: str = "policies"
+    repository: str | None = Field(None, description="github: owner/name; gitlab: group/project (path or numeric id)")
+    api_url: str | None = Field(None, description="API base URL (GitHub Enterprise / self-hosted GitLab); default public")
+    merge_method: Literal["merge", "squash", "rebase", "label"] = Field(
+        "merge", description="how an approval lands: merge through the provider, or add the approval label")
+    approval_label: str = "remediator-approved"
     token_file: Path | None = Field(None, description="file holding the provider token (github/gitlab)")
     token: SecretStr | None = Field(None, description="provider token; env REMEDIATOR_GITOPS__TOKEN only")
 
@@ -173,6 +178,8 @@ class Settings(BaseSettings):
     def _paths(self) -> Settings:
         if self.llm.provider == "openai" and not self.llm.model:
             raise ValueError("llm.model is required when llm.provider is openai")
+        if self.gitops.provider != "local" and not self.gitops.repository:
+            raise ValueError(f"gitops.repository is required when gitops.provider is {self.gitops.provider}")
         return self
 
     @property
