@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from agents.config import ConfigError
 from agents.cycle import Deps
+from agents.verify import remember_reference
 from memory.records import Decision
 from tools.errors import ToolError
 
@@ -40,6 +41,8 @@ def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: st
     store.save_decision(d)
     store.save_incident(inc.model_copy(update={"status": "approved" if verdict == "approve" else "rejected",
                                                "updated_at": now}))
+    if verdict == "approve":
+        remember_reference(store, inc, now)
     store.audit.append(stage="decision", action=d.verdict, subject=inc.id,
                        data={"decision_id": d.id, "actor": actor, "source": source, "pr": pr.branch if pr else None,
                              "pr_status": pr.status if pr else None, "reason": reason})

@@ -150,6 +150,14 @@ class DetectionSettings(Section):
     _dur = field_validator("min_duration", "history", mode="before")(lambda v: parse_duration(v))
 
 
+class VerifySettings(Section):
+    grace: timedelta = Field(timedelta(minutes=15), description="time after a merge for Argo CD / Flux to apply it")
+    failed_checks: int = Field(3, ge=1, le=100, description="cycles still firing after the grace before a revert PR")
+    worse_factor: float = Field(1.1, gt=1.0, le=10, description="signal this much worse than at approval: revert at once")
+
+    _dur = field_validator("grace", mode="before")(lambda v: parse_duration(v))
+
+
 class Settings(BaseSettings):
     """The whole daemon config. Unknown keys are errors (a typo must not be silently ignored)."""
 
@@ -165,6 +173,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,8 @@ from agents.guard import check as guard_check
 from agents.planners.deterministic import PlanContext
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.prbody import pr_body, pr_title
+from agents.verify import REVERT_KEY, inverse_edits, remember_reference
+from agents.verify import check as verify_check
 from agents.workloads import (
     Workload,
     build_workloads,
@@ -208,6 +210,8 @@ def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) ->
                                               reason=f"PR {fresh.status} in the Git host"))
             deps.store.save_incident(inc.model_copy(update={
                 "status": "approved" if verdict == "approve" else "rejected", "updated_at": _now(state)}))
+            if verdict == "approve":
+                remember_reference(deps.store, inc, _now(state))
         _audit(deps, state, "observe", f"pr_{fresh.status}", pr.branch, pr_id=pr.id)
 
 
@@ -421,6 +425,56 @@ def correlate(deps: Deps, state: CycleState) -> CycleState:
     return {"touched": touched, "errors": errors}
 
 
+# ----------------------------------------------------------------------------- verify
+
+def verify(deps: Deps, state: CycleState) -> CycleState:
+    """Approved + merged remediations: did the signal come back in bounds? If not, propose the revert."""
+    now = _now(state)
+    v = deps.settings.verify
+    seen = {Finding.model_validate(f).fingerprint for f in state.get("findings", [])}
+    errors: list[dict[str, Any]] = []
+    pr_ids: list[str] = []
+    for inc in deps.store.list_incidents(statuses=["approved"]):
+        merged = [p for p in deps.store.list_prs(statuses=["merged"]) if inc.id in p.incident_ids]
+        if not merged:
+            continue
+        pr = merged[0]
+        verdict, detail = verify_check(deps.store, inc, pr, now=now, grace=v.grace, still_firing=inc.fingerprint in seen,
+                                       failed_checks=v.failed_checks, worse_factor=v.worse_factor)
+        if verdict in ("waiting", "done"):
+            continue
+        _audit(deps, state, "verify", verdict, inc.id, pr=pr.branch, **detail)
+        if verdict != "revert" or deps.dry_run:
+            continue
+        plan = deps.store.latest_plan(inc.id)
+        edits = inverse_edits(plan.edits) if plan is not None else []
+        if not edits:
+            errors.append(err("verify", inc.id, "remediation did not work but there is nothing to revert"))
+            continue
+        branch = "remediator/revert/" + pr.branch.split("/", 2)[-1].replace("/", "-")
+        try:
+            files = {f: apply_edits(deps.repo.read_file(path=f) or "", [e for e in edits if e.file == f])
+                     for f in sorted({e.file for e in edits})}
+            title = f"remediator: revert {pr.title.removeprefix('remediator: ')}"[:200]
+            body = (f"## Revert of {pr.url or pr.branch}\n\nThe remediation merged in `{pr.branch}` did not bring "
+                    f"{inc.kind} on `{inc.service}` back in bounds: {detail.get('reason')}.\n\n"
+                    + "\n".join(f"- `{e.file}` `{'.'.join(map(str, e.path))}`: `{e.old}` -> `{e.new}`" for e in edits)
+                    + f"\n\nIncident {inc.id}; original PR {pr.id}.")
+            res = retrying(deps, f"publish {branch}", partial(
+                deps.prs.publish, branch=branch, title=title, body=body, files=files,
+                message=f"{title}\n\nReverts {pr.branch} for incident {inc.id}: {detail.get('reason')}",
+                incident_ids=[inc.id], labels=("remediator", "revert"), existing=deps.store.get_pr_by_branch(branch)))
+        except ToolError as e:
+            errors.append(err("verify", branch, f"cannot open the revert PR: {e}"))
+            continue
+        deps.store.save_pr(res.pr.model_copy(update={"updated_at": now}))
+        deps.store.set_kv(REVERT_KEY.format(inc.id), res.pr.id)
+        deps.store.save_incident(inc.model_copy(update={"updated_at": now}))  # stays approved: no re-planning
+        _audit(deps, state, "verify", "revert_proposed", inc.id, branch=branch, original_pr=pr.id, revert_pr=res.pr.id)
+        pr_ids.append(res.pr.id)
+    return {"pr_ids": pr_ids, "errors": errors}
+
+
 # ----------------------------------------------------------------------------- plan + guard
 
 def plan(deps: Deps, state: CycleState) -> CycleState:
@@ -566,7 +620,7 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
             if i.status == "open":
                 deps.store.save_incident(i.model_copy(update={"status": "proposed", "updated_at": now}))
         pr_ids.append(pr.id)
-    return {"pr_ids": sorted(set(pr_ids)), "errors": errors}
+    return {"pr_ids": sorted(set(pr_ids) | set(state.get("pr_ids", []))), "errors": errors}
 
 
 def _dry_run_show(deps: Deps, branch: str, files: dict[str, str], title: str, body: str) -> None:
@@ -661,7 +715,7 @@ def new_cycle_state(started_at: datetime | None = None) -> CycleState:
 
 
 STAGES: list[tuple[str, Callable[[Deps, CycleState], CycleState]]] = [
-    ("observe", observe), ("detect", detect), ("correlate", correlate), ("plan", plan),
+    ("observe", observe), ("detect", detect), ("correlate", correlate), ("verify", verify), ("plan", plan),
     ("guard", guard), ("propose", propose), ("notify", notify), ("record", record),
 ]
 

@@ -102,3 +102,54 @@ def test_human_push_on_the_branch_stops_updates(ws: tuple[Path, Path, datetime],
     r2 = cycle(cfg, now + timedelta(minutes=5))
     assert git.Repo(remote).heads[pr["branch"]].commit.hexsha == head
     assert any(pr["branch"] == e["source"] and "human" in e["message"].lower() for e in r2["errors"])
+
+
+def _approve(cfg: Path, incident_id: str) -> None:
+    from agents.approvals import decide
+
+    deps = build_deps(load_settings(cfg))
+    decide(deps, incident_id=incident_id, verdict="approve", actor="carol", source="cli")
+
+
+def _worse(signal: str, kw: dict, res):  # type: ignore[no-untyped-def]
+    if signal == "workload_cost" and kw["name"] == "image-captioner" and res.first is not None:
+        import numpy as np
+        from dataclasses import replace
+
+        s = res.first
+        v = s.values.copy()
+        v[-12:] *= 1.5
+        return replace(res, series=[replace(s, values=v)])
+    return res
+
+
+def test_approve_then_recovery_resolves(ws: tuple[Path, Path, datetime]) -> None:
+    cfg, remote, now = ws
+    inc = _cost(cycle(cfg, now))
+    assert inc is not None
+    _approve(cfg, inc["id"])
+    assert "maxReplicas: 3" in git.Repo(remote).git.show("main:apps/ml-serving/image-captioner.yaml")
+
+    def recovered(signal: str, kw: dict, res):  # type: ignore[no-untyped-def]
+        return flatten_tail(res, 8) if signal == "workload_cost" and kw["name"] == "image-captioner" else res
+
+    r = cycle(cfg, now + timedelta(minutes=30), rewrite=recovered)
+    assert next(i for i in r["incidents"] if i["id"] == inc["id"])["status"] == "resolved"
+    assert not [p for p in r["pull_requests"] if p["branch"].startswith("remediator/revert/")]
+
+
+def test_approve_then_worse_opens_a_revert_pr(ws: tuple[Path, Path, datetime]) -> None:
+    cfg, remote, now = ws
+    inc = _cost(cycle(cfg, now))
+    assert inc is not None
+    _approve(cfg, inc["id"])
+    r_wait = cycle(cfg, now + timedelta(minutes=5), rewrite=_worse)  # inside the reconcile grace: wait
+    assert not [p for p in r_wait["pull_requests"] if p["branch"].startswith("remediator/revert/")]
+    r = cycle(cfg, now + timedelta(minutes=30), rewrite=_worse)
+    reverts = [p for p in r["pull_requests"] if p["branch"].startswith("remediator/revert/")]
+    assert len(reverts) == 1 and reverts[0]["incident_ids"] == [inc["id"]]
+    diff = git.Repo(remote).git.diff(f"main...{reverts[0]['branch']}")
+    assert "-    maxReplicas: 3" in diff and "+    maxReplicas: 6" in diff
+    again = cycle(cfg, now + timedelta(minutes=35), rewrite=_worse)  # no second revert
+    assert len([p for p in again["pull_requests"] if p["branch"].startswith("remediator/revert/")]) <= 1
+    assert len([h for h in git.Repo(remote).heads if h.name.startswith("remediator/revert/")]) == 1

@@ -1,0 +1,207 @@
+"""Run a detector over NAB-format CSVs and write NAB results files.
+
+``run_nab(data, out, detector)`` reads ``data/<category>/<file>.csv`` (``timestamp,value``), scores
+every series with the named detector and writes ``out/<detector>/<category>/<detector>_<file>.csv``
+(``timestamp,value,anomaly_score``; one row per input row, same order; score in [0, 1]).
+
+Detectors:
+- ``remediator``: the production detector, ``tools.detectors.anomaly.StreamingAnomalyDetector``,
+  on exactly the code path the daemon uses (all series of the corpus scored as one batch).
+- ``zscore``: robust z-score baseline, |x - median| / (1.4826 MAD) over the previous 1000 samples.
+- ``iforest``: scikit-learn IsolationForest(n_estimators=100, random_state=0) per series, fitted on
+  the series' probationary part (first 15 %, at most 750 rows) on [value, first difference].
+- ``windowedGaussian``, ``random``, ``null``: NAB's own simple detectors re-implemented, used to
+  check ``bench/nab_score.py`` against NAB's published scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Series = tuple[np.ndarray, np.ndarray]  # (unix seconds, values)
+DetectorFn = Callable[[list[Series]], list[np.ndarray]]
+
+
+def _parse_time(s: str) -> float:
+    return float(np.datetime64(s.strip().replace(" ", "T"), "s").astype(np.int64))
+
+
+def read_nab_csv(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """(raw timestamp strings, raw value strings, unix seconds, values); unparseable values become NaN."""
+    raw_ts: list[str] = []
+    raw_v: list[str] = []
+    vals: list[float] = []
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader)]
+        ti, vi = header.index("timestamp"), header.index("value")
+        for row in reader:
+            if not row:
+                continue
+            raw_ts.append(row[ti])
+            raw_v.append(row[vi] if vi < len(row) else "")
+            try:
+                vals.append(float(row[vi]))
+            except ValueError:
+                vals.append(math.nan)
+    ts = np.array([_parse_time(s) for s in raw_ts], dtype=np.float64)
+    return raw_ts, raw_v, ts, np.array(vals, dtype=np.float64)
+
+
+def _probation(n: int) -> int:
+    return int(min(math.floor(0.15 * n), 750))
+
+
+# ----------------------------------------------------------------------------- detectors
+
+def detect_remediator(series: list[Series]) -> list[np.ndarray]:
+    from tools.detectors.anomaly import StreamingAnomalyDetector, steps_per_day
+
+    det = StreamingAnomalyDetector()
+    n = max((v.size for _, v in series), default=0)
+    values = np.full((len(series), n), np.nan)
+    lengths = np.zeros(len(series), dtype=np.int64)
+    periods = np.zeros(len(series), dtype=np.int64)
+    for i, (t, v) in enumerate(series):
+        values[i, : v.size] = v
+        lengths[i] = v.size
+        periods[i] = steps_per_day(t)
+    scores, _ = det.score(values, lengths=lengths, steps_per_day=periods)
+    return [scores[i, : lengths[i]] for i in range(len(series))]
+
+
+def detect_zscore(series: list[Series], window: int = 1000) -> list[np.ndarray]:
+    out = []
+    for _, v in series:
+        x = np.where(np.isfinite(v), v, np.nan)
+        s = np.zeros(x.size)
+        for i in range(1, x.size):
+            past = x[max(0, i - window):i]
+            past = past[np.isfinite(past)]
+            if past.size < 2 or not np.isfinite(x[i]):
+                continue
+            med = np.median(past)
+            mad = 1.4826 * np.median(np.abs(past - med))
+            sd = mad if mad > 0 else (np.std(past) if np.std(past) > 0 else 1e-9)
+            z = abs(x[i] - med) / sd
+            s[i] = z / (1.0 + z)
+        out.append(s)
+    return out
+
+
+def detect_iforest(series: list[Series]) -> list[np.ndarray]:
+    from sklearn.ensemble import IsolationForest
+
+    out = []
+    for _, v in series:
+        x = np.where(np.isfinite(v), v, np.nan)
+        # forward-fill gaps so every row has features
+        idx = np.where(np.isfinite(x), np.arange(x.size), 0)
+        np.maximum.accumulate(idx, out=idx)
+        x = np.nan_to_num(x[idx], nan=0.0)
+        feats = np.column_stack([x, np.r_[0.0, np.diff(x)]])
+        p = max(_probation(x.size), min(x.size, 10))
+        if x.size < 2:
+            out.append(np.zeros(x.size))
+            continue
+        forest = IsolationForest(n_estimators=100, random_state=0).fit(feats[:p])
+        out.append(np.clip(-forest.score_samples(feats), 0.0, 1.0))
+    return out
+
+
+def _normal_tail(x: float, mean: float, std: float) -> float:
+    if x < mean:
+        x = 2 * mean - x
+    return 0.5 * math.erfc(((x - mean) / std) / math.sqrt(2))
+
+
+def detect_windowed_gaussian(series: list[Series]) -> list[np.ndarray]:
+    """NAB's windowedGaussian (window 6400, step 100), as published."""
+    out = []
+    for _, v in series:
+        window: list[float] = []
+        buf: list[float] = []
+        mean, std = 0.0, 1.0
+        s = np.zeros(v.size)
+        for i, x in enumerate(v.tolist()):
+            if window:
+                s[i] = 1.0 - _normal_tail(x, mean, std)
+            if len(window) < 6400:
+                window.append(x)
+            else:
+                buf.append(x)
+                if len(buf) < 100:
+                    continue
+                window = window[100:] + buf
+                buf = []
+            mean = float(np.mean(window))
+            std = float(np.std(window)) or 0.000001
+        out.append(s)
+    return out
+
+
+def detect_random(series: list[Series]) -> list[np.ndarray]:
+    """NAB's random detector: uniform(0, 1) per row, seed 42 per file."""
+    out = []
+    for _, v in series:
+        rng = random.Random(42)
+        out.append(np.array([rng.uniform(0, 1) for _ in range(v.size)]))
+    return out
+
+
+def detect_null(series: list[Series]) -> list[np.ndarray]:
+    return [np.full(v.size, 0.5) for _, v in series]
+
+
+DETECTORS: dict[str, DetectorFn] = {
+    "remediator": detect_remediator,
+    "zscore": detect_zscore,
+    "iforest": detect_iforest,
+    "windowedGaussian": detect_windowed_gaussian,
+    "random": detect_random,
+    "null": detect_null,
+}
+
+
+# ----------------------------------------------------------------------------- runner
+
+def _data_root(data: Path) -> Path:
+    return data / "data" if (data / "data").is_dir() and not any(data.glob("*/*.csv")) else data
+
+
+def run_nab(data: Path, out: Path, detector: str) -> dict[str, Any]:
+    """Score every ``<category>/<file>.csv`` under ``data`` (a NAB ``data/`` folder or the NAB root)
+    with ``detector`` and write NAB results files under ``out/<detector>/``."""
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if "_" in detector:
+        raise ValueError("a NAB detector name must not contain '_'")
+    root = _data_root(Path(data))
+    files = sorted(root.glob("*/*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no <category>/<file>.csv under {root}")
+    loaded = [read_nab_csv(p) for p in files]
+    t0 = time.perf_counter()
+    scores = DETECTORS[detector]([(ts, v) for _, _, ts, v in loaded])
+    wall = time.perf_counter() - t0
+    rows = 0
+    for path, (raw_ts, raw_v, _, v), s in zip(files, loaded, scores, strict=True):
+        s = np.clip(np.nan_to_num(np.asarray(s, dtype=np.float64), nan=0.0), 0.0, 1.0)
+        target = Path(out) / detector / path.parent.name / f"{detector}_{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["timestamp", "value", "anomaly_score"])
+            for t, x, a in zip(raw_ts, raw_v, s.tolist(), strict=True):
+                w.writerow([t, x, repr(a)])
+        rows += v.size
+    return {"detector": detector, "files": len(files), "rows": rows, "detect_wall_s": round(wall, 3),
+            "out": str(Path(out) / detector)}
