@@ -504,21 +504,25 @@ def guard(deps: Deps, state: CycleState) -> CycleState:
     workloads = _workloads(state)
     now = _now(state)
     out = []
+    open_prs = deps.store.list_prs(statuses=["open"])
+    recent = len([x for x in deps.store.list_prs() if now - x.created_at < timedelta(hours=1)])
+    new_files: list[set[str]] = []  # PRs this cycle will open (plans accepted so far without a PR)
     for pd in state.get("plans", []):
         p = RemediationPlan.model_validate(pd)
         inc = deps.store.get_incident(p.incident_id)
         if inc is None:
             continue
-        branch = branch_name(inc.kind, inc.service, inc.fingerprint)
-        open_prs = deps.store.list_prs(statuses=["open"])
-        recent = [x for x in deps.store.list_prs() if now - x.created_at < timedelta(hours=1)]
+        existing = _open_pr_of(deps, inc) or next((x for x in open_prs if set(x.files) & set(p.files)), None)
+        joins_new = any(f & set(p.files) for f in new_files)
         rejected = any(d.verdict == "reject" and now - d.at < timedelta(seconds=g.limits.cooldown_s)
                        for i in _same_fingerprint(deps, inc) for d in deps.store.list_decisions(incident_id=i.id))
         ctx = GuardContext(guardrails=g, playbooks=deps.playbooks, workloads=workloads,
-                           open_prs_other=len([x for x in open_prs if x.branch != branch]),
-                           prs_last_hour=len(recent), has_open_pr=any(x.branch == branch for x in open_prs),
-                           rejected_within_cooldown=rejected)
+                           open_prs_other=len(open_prs) + len(new_files) - (1 if existing is not None else 0),
+                           prs_last_hour=recent + len(new_files),
+                           has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected)
         checked = guard_check(p, inc, ctx)
+        if checked.guard_verdict == "accepted" and existing is None and not joins_new:
+            new_files.append(set(p.files))
         if (checked.guard_verdict, checked.guard_reasons) != (p.guard_verdict, p.guard_reasons):
             deps.store.save_plan(checked)
             _audit(deps, state, "guard", checked.guard_verdict, inc.id, plan_id=p.id, reasons=list(checked.guard_reasons))

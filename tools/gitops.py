@@ -103,7 +103,9 @@ class GitClone:
         return status == 0
 
     def error(self, exc: GitCommandError, action: str) -> ToolError:
-        detail = scrub(str(exc.stderr or exc).strip()).replace("stderr: ", "").strip("' \n")
+        # with --porcelain, push reports each ref's fate ("[remote rejected] ... declined") on stdout
+        raw = f"{exc.stderr or exc} {exc.stdout or ''}".replace("stdout: ", "")
+        detail = scrub(raw.strip()).replace("stderr: ", "").strip("' \n")
         detail = " ".join(ln.strip() for ln in detail.splitlines() if ln.strip())[:400]
         low = detail.lower()
         if "couldn't find remote ref" in low:

@@ -153,3 +153,39 @@ def test_approve_then_worse_opens_a_revert_pr(ws: tuple[Path, Path, datetime]) -
     again = cycle(cfg, now + timedelta(minutes=35), rewrite=_worse)  # no second revert
     assert len([p for p in again["pull_requests"] if p["branch"].startswith("remediator/revert/")]) <= 1
     assert len([h for h in git.Repo(remote).heads if h.name.startswith("remediator/revert/")]) == 1
+
+
+def _commit_guardrails(remote: Path, tmp_path: Path, text: str) -> None:
+    clone = git.Repo.clone_from(str(remote), tmp_path / "g")
+    (tmp_path / "g" / "policies" / "guardrails.yaml").write_text(text)
+    env = {"GIT_AUTHOR_NAME": "Sam", "GIT_AUTHOR_EMAIL": "sam@example.com",
+           "GIT_COMMITTER_NAME": "Sam", "GIT_COMMITTER_EMAIL": "sam@example.com"}
+    with clone.git.custom_environment(**env):
+        clone.git.commit("-am", "guardrails: one open PR at a time")
+        clone.git.push("origin", "main")
+
+
+def test_rate_limit_defers_and_says_so(ws: tuple[Path, Path, datetime], tmp_path: Path) -> None:
+    cfg, remote, now = ws
+    _commit_guardrails(remote, tmp_path, "guardrails:\n  limits: {max_open_prs: 1, max_prs_per_hour: 6}\n")
+    r = cycle(cfg, now)
+    assert len([p for p in r["pull_requests"] if p["status"] == "open"]) == 1
+    assert any(e["stage"] == "guard" and "max_open_prs" in e["message"] for e in r["errors"])
+    assert len([h for h in git.Repo(remote).heads if h.name.startswith("remediator/")]) == 1
+
+
+def test_remote_rejecting_the_push_is_reported_and_nothing_is_lost(ws: tuple[Path, Path, datetime]) -> None:
+    cfg, remote, now = ws
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'branch protection: remediator/* needs a signed commit' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    r = cycle(cfg, now)
+    assert r["pull_requests"] == []
+    errs = [e for e in r["errors"] if e["stage"] == "propose"]
+    assert errs and all("remediator/" in e["source"] for e in errs)
+    assert any("rejected" in e["message"] or "declined" in e["message"] for e in errs)
+    assert {i["kind"] for i in r["incidents"]} >= {"cost_anomaly", "model_drift", "gitops_drift"}
+    hook.unlink()  # the remote accepts again: same incidents, PRs now open, none twice
+    r2 = cycle(cfg, now + timedelta(minutes=5))
+    assert len(r2["pull_requests"]) == 2
+    assert {i["id"] for i in r2["incidents"]} == {i["id"] for i in r["incidents"]}
