@@ -1,20 +1,70 @@
-"""Human decisions (CLI today; Slack and PR review feed the same function)."""
+"""Human decisions as a LangGraph human-in-the-loop thread per incident.
+
+When a PR is opened, the incident's approval thread starts and pauses at ``interrupt()``
+(checkpointed). A decision from any channel — Slack, a PR review / merge / close seen in the
+Git host, or ``remediator decisions approve|reject`` — resumes it with
+``Command(resume=decision)``; the ``apply`` node merges or closes the PR through the provider and
+records the Decision and its audit entry. A process killed inside ``apply`` finishes it on the
+next decision call; the decision id is fixed before resuming, so nothing is recorded twice.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, TypedDict
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
+from agents.checkpoint import sqlite_checkpointer
 from agents.config import ConfigError
 from agents.cycle import Deps
 from agents.verify import remember_reference
-from memory.records import Decision
+from memory.records import Decision, PullRequest, new_id
 from tools.errors import ToolError
 
 
+class ApprovalState(TypedDict, total=False):
+    incident_id: str
+    decision: dict[str, Any]
+    decision_id: str
+
+
+def _thread(incident_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": f"approval:{incident_id}"}}
+
+
+def build_approval_graph(deps: Deps, checkpointer: BaseCheckpointSaver[Any]):  # type: ignore[no-untyped-def]
+    def await_decision(state: ApprovalState) -> ApprovalState:
+        decision = interrupt({"incident_id": state["incident_id"], "awaiting": "approve or reject"})
+        return {"decision": decision}
+
+    def apply(state: ApprovalState) -> ApprovalState:
+        return {"decision_id": _apply(deps, state["incident_id"], state["decision"]).id}
+
+    g = StateGraph(ApprovalState)
+    g.add_node("await_decision", await_decision)
+    g.add_node("apply", apply)
+    g.add_edge(START, "await_decision")
+    g.add_edge("await_decision", "apply")
+    g.add_edge("apply", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def await_approval(deps: Deps, checkpointer: BaseCheckpointSaver[Any], incident_id: str) -> None:
+    """Start the incident's approval thread (it pauses at once, waiting for a decision)."""
+    graph = build_approval_graph(deps, checkpointer)
+    if not graph.get_state(_thread(incident_id)).values:
+        graph.invoke({"incident_id": incident_id}, _thread(incident_id))
+
+
 def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: str, reason: str = "") -> Decision:
-    """Approve (merge the open PR) or reject (close it; not re-proposed within the cooldown).
-    Idempotent: deciding an incident that is no longer awaiting a decision changes nothing
-    and returns the earlier decision."""
+    """Approve (merge the open PR, or label it where merges are left to humans) or reject (close it;
+    not re-proposed within the cooldown). Idempotent: an incident no longer awaiting a decision
+    returns its earlier decision and changes nothing."""
+    if verdict not in ("approve", "reject"):
+        raise ConfigError(f"verdict must be approve or reject, not {verdict!r}")
     store = deps.store
     inc = store.get_incident(incident_id)
     if inc is None:
@@ -22,28 +72,67 @@ def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: st
     earlier = store.list_decisions(incident_id=inc.id)
     if inc.status in ("approved", "rejected", "resolved", "closed") and earlier:
         return earlier[0]
-    prs = [p for p in store.list_prs(statuses=["open"]) if inc.id in p.incident_ids]
-    plan = store.latest_plan(inc.id)
-    now = datetime.now(UTC)
-    pr = prs[0] if prs else None
+    decision = {"id": new_id("dec"), "verdict": verdict, "actor": actor, "source": source, "reason": reason,
+                "at": datetime.now(UTC).isoformat()}
+    if deps.checkpointer is not None:
+        return _resume(deps, deps.checkpointer, inc.id, decision)
+    with sqlite_checkpointer(deps.settings.checkpoint_path) as cp:
+        return _resume(deps, cp, inc.id, decision)
+
+
+def _resume(deps: Deps, cp: BaseCheckpointSaver[Any], incident_id: str, decision: dict[str, Any]) -> Decision:
+    graph = build_approval_graph(deps, cp)
+    cfg = _thread(incident_id)
+    await_approval(deps, cp, incident_id)
+    snap = graph.get_state(cfg)
+    if "apply" in snap.next:
+        graph.invoke(None, cfg)  # a decision was being applied when the process died: finish it
+    elif snap.next:
+        graph.invoke(Command(resume=decision), cfg)
+    values = graph.get_state(cfg).values
+    d = deps.store.get_decision(values.get("decision_id", "")) if values.get("decision_id") else None
+    if d is None:
+        earlier = deps.store.list_decisions(incident_id=incident_id)
+        if not earlier:
+            raise ConfigError(f"incident {incident_id}: no decision could be recorded")
+        d = earlier[0]
+    return d
+
+
+def _pr_of(deps: Deps, incident_id: str) -> PullRequest | None:
+    prs = [p for p in deps.store.list_prs() if incident_id in p.incident_ids]
+    return next((p for p in prs if p.status == "open"), None) or (prs[0] if prs else None)
+
+
+def _apply(deps: Deps, incident_id: str, decision: dict[str, Any]) -> Decision:
+    store = deps.store
+    inc = store.get_incident(incident_id)
+    if inc is None:
+        raise ConfigError(f"no incident {incident_id!r}")
+    existing = store.get_decision(decision["id"])
+    if existing is not None:
+        return existing
+    verdict, actor, reason = decision["verdict"], decision["actor"], decision.get("reason", "")
+    now = datetime.fromisoformat(decision["at"])
+    pr = _pr_of(deps, inc.id)
     try:
-        if pr is not None:
+        if pr is not None and pr.status == "open":
             pr = deps.prs.merge(pr=pr) if verdict == "approve" else deps.prs.close(
                 pr=pr, comment=f"Rejected by {actor}: {reason or 'no reason given'}")
-            store.save_pr(pr)
+            store.save_pr(pr.model_copy(update={"updated_at": now}))
     except ToolError as e:
         store.audit.append(stage="decision", action="failed", subject=inc.id,
                            data={"verdict": verdict, "actor": actor, "error": str(e)})
         raise
-    d = Decision(incident_id=inc.id, pr_id=pr.id if pr else None, plan_id=plan.id if plan else None,
-                 verdict="approve" if verdict == "approve" else "reject", actor=actor,
-                 source=source, reason=reason, at=now)  # type: ignore[arg-type]
+    plan = store.latest_plan(inc.id)
+    d = Decision(id=decision["id"], incident_id=inc.id, pr_id=pr.id if pr else None, plan_id=plan.id if plan else None,
+                 verdict=verdict, actor=actor, source=decision["source"], reason=reason, at=now)
     store.save_decision(d)
     store.save_incident(inc.model_copy(update={"status": "approved" if verdict == "approve" else "rejected",
                                                "updated_at": now}))
     if verdict == "approve":
         remember_reference(store, inc, now)
     store.audit.append(stage="decision", action=d.verdict, subject=inc.id,
-                       data={"decision_id": d.id, "actor": actor, "source": source, "pr": pr.branch if pr else None,
+                       data={"decision_id": d.id, "actor": actor, "source": d.source, "pr": pr.branch if pr else None,
                              "pr_status": pr.status if pr else None, "reason": reason})
     return d

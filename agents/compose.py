@@ -74,4 +74,4 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
 
 
 def checkpoint_path(settings: Settings) -> Path:
-    return settings.state_dir / "checkpoints.sqlite"
+    return settings.checkpoint_path

@@ -200,6 +200,10 @@ class Settings(BaseSettings):
         return Path(base) / "remediator"
 
     @property
+    def checkpoint_path(self) -> Path:
+        return self.state_dir / "checkpoints.sqlite"
+
+    @property
     def workdir(self) -> Path:
         if self.gitops.workdir is not None:
             return self.gitops.workdir

@@ -23,7 +23,7 @@ from agents.guard import check as guard_check
 from agents.planners.deterministic import PlanContext
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.prbody import pr_body, pr_title
-from agents.verify import REVERT_KEY, inverse_edits, remember_reference
+from agents.verify import REVERT_KEY, inverse_edits
 from agents.verify import check as verify_check
 from agents.workloads import (
     Workload,
@@ -35,7 +35,6 @@ from agents.workloads import (
 )
 from memory.records import (
     ACTIVE_STATUSES,
-    Decision,
     FieldEdit,
     Finding,
     Incident,
@@ -94,6 +93,7 @@ class Deps:
     dry_run: bool = False
     retries: int = 3
     retry_base_s: float = 0.5
+    checkpointer: Any = None  # set by run_cycle; approval threads live beside the cycle's
     on_progress: Callable[[str], None] = field(default=lambda msg: log.info(msg))
 
 
@@ -201,17 +201,17 @@ def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) ->
         fresh = fresh.model_copy(update={"updated_at": _now(state)})
         deps.store.save_pr(fresh)
         verdict = "approve" if fresh.status == "merged" else "reject"
+        from agents.approvals import decide  # the approval thread lives there (imports this module)
+
         for iid in fresh.incident_ids:
             inc = deps.store.get_incident(iid)
-            if inc is None or not inc.active:
+            if inc is None or not inc.active or inc.status == "approved":
                 continue
-            deps.store.save_decision(Decision(incident_id=iid, pr_id=pr.id, verdict=verdict,
-                                              actor="git-host", source="pr_review",
-                                              reason=f"PR {fresh.status} in the Git host"))
-            deps.store.save_incident(inc.model_copy(update={
-                "status": "approved" if verdict == "approve" else "rejected", "updated_at": _now(state)}))
-            if verdict == "approve":
-                remember_reference(deps.store, inc, _now(state))
+            try:
+                decide(deps, incident_id=iid, verdict=verdict, actor="git-host", source="pr_review",
+                       reason=f"PR {fresh.status} in the Git host")
+            except ToolError as e:
+                errors.append(err("observe", pr.branch, f"cannot record the host's decision: {e}"))
         _audit(deps, state, "observe", f"pr_{fresh.status}", pr.branch, pr_id=pr.id)
 
 
@@ -620,6 +620,11 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
         if res.pushed:
             _audit(deps, state, "propose", "pr_opened" if target is None else "pr_updated", pr.id, branch=branch,
                    head=pr.head_sha, incident_ids=list(pr.incident_ids), files=sorted(files))
+        if deps.checkpointer is not None:
+            from agents.approvals import await_approval
+
+            for i in incidents:
+                await_approval(deps, deps.checkpointer, i.id)  # pauses at interrupt() until a decision
         for i in incidents:
             if i.status == "open":
                 deps.store.save_incident(i.model_copy(update={"status": "proposed", "updated_at": now}))

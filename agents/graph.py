@@ -9,17 +9,14 @@ thread (``thread_id`` = cycle id); ``run_cycle`` resumes an unfinished thread fi
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
+from agents.checkpoint import sqlite_checkpointer
 from agents.cycle import STAGES, CycleAborted, CycleState, Deps, build_report, new_cycle_state
 
 log = logging.getLogger("remediator.graph")
@@ -45,20 +42,11 @@ def _node(deps: Deps, fn: Callable[[Deps, CycleState], CycleState]) -> Callable[
     return run
 
 
-@contextmanager
-def sqlite_checkpointer(path: Path):  # type: ignore[no-untyped-def]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False)
-    try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
-
-
 def run_cycle(deps: Deps, checkpointer: BaseCheckpointSaver[Any], *, started_at: datetime | None = None) -> dict[str, Any]:
     """Run one cycle to the end and return its report. A cycle left unfinished by a killed
     process is resumed (same cycle id, same evaluation time) instead of starting a new one."""
     graph = build_graph(deps, checkpointer)
+    deps.checkpointer = checkpointer
     inflight = deps.store.get_kv(INFLIGHT_KEY)
     if inflight:
         cfg = {"configurable": {"thread_id": inflight}}
@@ -83,3 +71,5 @@ def run_cycle(deps: Deps, checkpointer: BaseCheckpointSaver[Any], *, started_at:
         raise
     deps.store.set_kv(INFLIGHT_KEY, "")
     return build_report(deps, final)
+
+__all__ = ["INFLIGHT_KEY", "build_graph", "run_cycle", "sqlite_checkpointer"]

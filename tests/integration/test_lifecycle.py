@@ -113,7 +113,6 @@ def _approve(cfg: Path, incident_id: str) -> None:
 
 def _worse(signal: str, kw: dict, res):  # type: ignore[no-untyped-def]
     if signal == "workload_cost" and kw["name"] == "image-captioner" and res.first is not None:
-        import numpy as np
         from dataclasses import replace
 
         s = res.first
@@ -189,3 +188,37 @@ def test_remote_rejecting_the_push_is_reported_and_nothing_is_lost(ws: tuple[Pat
     r2 = cycle(cfg, now + timedelta(minutes=5))
     assert len(r2["pull_requests"]) == 2
     assert {i["id"] for i in r2["incidents"]} == {i["id"] for i in r["incidents"]}
+
+
+class _Killed(BaseException):
+    pass
+
+
+def test_approval_waits_at_interrupt_and_resumes_once_even_after_a_kill(ws: tuple[Path, Path, datetime]) -> None:
+    from agents.approvals import _thread, build_approval_graph, decide
+    from agents.checkpoint import sqlite_checkpointer
+
+    cfg, remote, now = ws
+    inc = _cost(cycle(cfg, now))
+    assert inc is not None
+    settings = load_settings(cfg)
+    deps = build_deps(settings)
+    with sqlite_checkpointer(settings.checkpoint_path) as cp:
+        snap = build_approval_graph(deps, cp).get_state(_thread(inc["id"]))
+        assert snap.next == ("await_decision",) and snap.interrupts  # paused, waiting for a human
+    real_merge = deps.prs.merge
+
+    def merge_then_die(**kw):  # type: ignore[no-untyped-def]
+        real_merge(**kw)
+        raise _Killed()
+
+    deps.prs.merge = merge_then_die  # type: ignore[method-assign]
+    with pytest.raises(_Killed):
+        decide(deps, incident_id=inc["id"], verdict="approve", actor="carol", source="cli")
+    deps2 = build_deps(settings)  # "restart"
+    d = decide(deps2, incident_id=inc["id"], verdict="approve", actor="carol", source="cli")
+    assert d.verdict == "approve" and d.actor == "carol"
+    assert [x.id for x in deps2.store.list_decisions(incident_id=inc["id"])] == [d.id]
+    assert "maxReplicas: 3" in git.Repo(remote).git.show("main:apps/ml-serving/image-captioner.yaml")
+    with sqlite_checkpointer(settings.checkpoint_path) as cp:
+        assert build_approval_graph(deps2, cp).get_state(_thread(inc["id"])).next == ()
