@@ -11,6 +11,7 @@ from agents.cycle import Deps
 from memory.store import Store
 from playbooks.loader import load_playbooks
 from tools.auditlog import JsonLinesAuditLog
+from tools.errors import PermanentError
 from tools.gitops import GitRepo
 from tools.prometheus import PrometheusSource
 from tools.protocols import MetricsSource, Notifier, PullRequests
@@ -36,10 +37,26 @@ def build_metrics(settings: Settings, *, replay_shift_to: datetime | None = None
 
 def build_provider(settings: Settings) -> PullRequests:
     g = settings.gitops
-    if g.provider != "local":
-        raise ConfigError(f"gitops.provider: {g.provider!r} is not available in this build yet; use local")
-    return LocalProvider(remote=g.remote, base=g.branch, workdir=settings.workdir / "pr",
-                         author_name=g.author_name, author_email=g.author_email)
+    common = {"remote": g.remote, "base": g.branch, "workdir": settings.workdir / "pr",
+              "author_name": g.author_name, "author_email": g.author_email}
+    if g.provider == "local":
+        return LocalProvider(**common)
+    token = read_secret(g.token, g.token_file)
+    if not token:
+        raise ConfigError(f"gitops.provider is {g.provider} but no token: set REMEDIATOR_GITOPS__TOKEN or gitops.token_file")
+    assert g.repository is not None  # validated with the settings
+    hosted = {**common, "repository": g.repository, "token": token, "api_url": g.api_url,
+              "approval_label": g.approval_label}
+    try:
+        if g.provider == "github":
+            from tools.providers.github import GitHubProvider
+
+            return GitHubProvider(**hosted, merge_method=g.merge_method)
+        from tools.providers.gitlab import GitLabProvider
+
+        return GitLabProvider(**hosted, merge_method=g.merge_method)
+    except PermanentError as e:
+        raise ConfigError(f"gitops ({g.provider}): {e}") from None
 
 
 def build_notifier(settings: Settings) -> Notifier | None:
