@@ -306,15 +306,18 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
             if pc is not None and pc.series:
                 evaluated.add(f"model_drift|{key}")
                 prev = _previous_model(deps, w)
+                raw_threshold = drift_cfg.get("threshold")
                 try:
-                    threshold = float(drift_cfg.get("threshold", 0.1))
+                    threshold = None if raw_threshold is None else float(raw_threshold)
                 except (TypeError, ValueError):
-                    errors.append(err("detect", w.file, "responsibleAI.driftDetection.threshold must be a number"))
-                    threshold = 0.1
+                    errors.append(err("detect", w.file, f"responsibleAI.driftDetection.threshold must be a number "
+                                                        f"(got {raw_threshold!r}); using the metric's default"))
+                    threshold = None
                 f = detect_drift(DriftInput(
                     service=key, file=w.file, current_version=version,
                     counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in pc.series],
-                    threshold=threshold, baseline_ref=str(drift_cfg.get("baselineModelRef") or "") or None,
+                    threshold=threshold, metric=drift_cfg.get("metric"),
+                    baseline_ref=str(drift_cfg.get("baselineModelRef") or "") or None,
                     previous_version=prev["version"] if prev else None,
                     version_set_at=prev["set_at"] if prev else None,
                     min_samples=s.detection.drift_min_samples), now=end_ts, stats=stats)
@@ -325,11 +328,13 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
                                                   service=w.name, start=hstart, end=now, step_s=step))
             if oc is not None and oc.series:
                 evaluated.add(f"fairness_violation|{key}")
+                prev_f = _previous_model(deps, w)
                 f = detect_fairness(FairnessInput(
                     service=key, file=w.file, current_version=version,
                     counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in oc.series],
                     attributes=tuple(str(a) for a in fair_cfg.get("protectedAttributes") or ()),
-                    threshold=float(fair_cfg.get("threshold", 0.05)), min_group=s.detection.fairness_min_group),
+                    threshold=float(fair_cfg.get("threshold", 0.05)), min_group=s.detection.fairness_min_group,
+                    version_set_at=(prev_f or {}).get("set_at")),
                     now=end_ts, stats=stats)
                 if f is not None:
                     findings.append(f)

@@ -153,7 +153,8 @@ def _plan_rollback(incident: Incident, ctx: PlanContext) -> RemediationPlan:
     ev = incident.evidence
     what = (f"JS distance {ev.get('distance')} > {ev.get('threshold')} vs {ev.get('baseline_version')}"
             if incident.kind == "model_drift" else
-            f"demographic parity difference {ev.get('dpd')} on {ev.get('attribute')} > {ev.get('threshold')}")
+            f"{str(ev.get('metric', 'demographic_parity_difference')).replace('_', ' ')} "
+            f"{ev.get('value', ev.get('dpd'))} on {ev.get('attribute')} > {ev.get('threshold')}")
     if prev is None:
         return notify(incident, f"Model {w.model.get('version')}: {what}; no previous version in Git history to roll back to.")
     params = {"version": str(prev["version"])}

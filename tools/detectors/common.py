@@ -96,3 +96,22 @@ def downsample(ts: Array, values: Array, n: int = 48) -> list[list[float]]:
         return []
     buckets = np.array_split(np.arange(t.size), min(n, t.size))
     return [[float(t[b[-1]]), round(float(v[b].mean()), 6)] for b in buckets if b.size]
+
+
+def clean_counter(ts: object, values: object) -> tuple[Array, Array] | None:
+    """``clean_series`` for a counter: a negative sample cannot be a counter value, so it becomes a gap."""
+    cs = clean_series(ts, values)
+    if cs is None:
+        return None
+    t, v = cs
+    return t, np.where(v >= 0, v, np.nan)
+
+
+def median_step(ts: Array) -> float:
+    """The typical sampling interval of a cleaned series (0 when it has fewer than two samples)."""
+    return float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
+
+
+def describe_labels(labels: dict[str, str]) -> str:
+    """``{k="v", ...}`` for messages that name one series."""
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
