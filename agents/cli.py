@@ -280,6 +280,47 @@ def audit_export(config: ConfigOpt, out: Annotated[Path | None, typer.Option("--
         typer.echo(f"wrote {n} entries to {out}", err=True)
 
 
+# ----------------------------------------------------------------------------- NAB
+
+@app.command("nab")
+def nab(data: Annotated[Path, typer.Option("--data", help="NAB data folder: <category>/<file>.csv with timestamp,value "
+                                                          "(or the NAB root that holds data/)")],
+        out: Annotated[Path, typer.Option("--out", help="results folder; files go to OUT/NAME/<category>/NAME_<file>.csv")],
+        detector: Annotated[str, typer.Option("--detector", help="remediator (the production cost detector), "
+                                                                 "zscore, iforest, windowedGaussian, random or null")] = "remediator",
+        json_out: JsonOpt = False) -> None:
+    """Score NAB-format series with a detector and write NAB results files.
+
+    \b
+    The production detector runs on the same code path the daemon uses (streaming: each
+    score looks only at the past). Score the results with NAB's rules:
+      remediator nab --data ../shared/bench/nab/data --out /tmp/nab --detector remediator
+      python bench/nab_score.py --results /tmp/nab/remediator --nab ../shared/bench/nab
+    """
+    from agents.nab import run_nab
+
+    try:
+        summary = run_nab(data, out, detector)
+    except (ValueError, FileNotFoundError) as e:
+        raise Exit(2, str(e)) from e
+    if json_out:
+        _print_json(summary)
+    else:
+        typer.echo(f"{summary['detector']}: scored {summary['rows']} rows in {summary['files']} files "
+                   f"({summary['detect_wall_s']} s); results in {summary['out']}")
+
+
+@app.command()
+def serve(config: ConfigOpt,
+          host: Annotated[str, typer.Option(help="address to listen on (put a TLS proxy in front for Slack)")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(min=1, max=65535)] = 8080) -> None:
+    """HTTP endpoint: Slack Approve/Reject buttons (POST /slack/interactions, signed), /healthz, /metrics."""
+    setup_logging(False)
+    from agents.http import serve as run_server
+
+    run_server(_settings(config), host=host, port=port)
+
+
 def main() -> None:
     from agents.cycle import CycleAborted
     from tools.errors import ToolError, scrub

@@ -625,6 +625,15 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
         if res.pushed:
             _audit(deps, state, "propose", "pr_opened" if target is None else "pr_updated", pr.id, branch=branch,
                    head=pr.head_sha, incident_ids=list(pr.incident_ids), files=sorted(files))
+        if deps.notifier is not None and deps.settings.slack.enabled and not deps.store.get_kv(f"slack.pr_msg:{pr.id}"):
+            from tools.slack import pr_message_blocks, pr_message_text
+
+            try:
+                ts = deps.notifier.notify(channel=deps.settings.slack.channel, text=pr_message_text(pr=pr, incidents=incidents),
+                                          blocks=pr_message_blocks(pr=pr, incidents=incidents, plan=lead))
+                deps.store.set_kv(f"slack.pr_msg:{pr.id}", ts or "posted")
+            except ToolError as e:
+                errors.append(err("notify", deps.settings.slack.channel, f"cannot post the approval message: {e}"))
         if deps.checkpointer is not None:
             from agents.approvals import await_approval
 

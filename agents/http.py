@@ -33,15 +33,14 @@ from urllib.parse import parse_qs
 
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from agents.approvals import decide
 from agents.config import ConfigError, Settings, read_secret
 from agents.cycle import Deps
 from memory.records import ACTIVE_STATUSES, INCIDENT_KINDS
-from memory.store import Store, kv
+from memory.store import Store
 from tools.errors import TemporaryError, ToolError, scrub
 from tools.slack import ACTIONS, SlackNotifier, SlackSignature, outcome_blocks
 
@@ -51,30 +50,17 @@ REQUEST_KEY = "slack.request:"
 CLAIM_KEY = "slack.decision:"
 
 
-# ----------------------------------------------------------------------------- kv claims
-
-def claim_kv(store: Store, key: str, value: str, *, retake_if: Callable[[str], bool] | None = None) -> bool:
-    """Atomically set ``key`` when absent (or when its value satisfies ``retake_if``); True
-    when this caller got it. Safe across threads, processes and replicas."""
-    insert = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
-    with store.engine.begin() as conn:
-        if conn.execute(insert(kv).values(key=key, value=value).on_conflict_do_nothing()).rowcount == 1:
-            return True
-    if retake_if is None:
-        return False
-    old = store.get_kv(key)
-    if old is None or not retake_if(old):
-        return False
-    with store.engine.begin() as conn:  # compare-and-swap: only if nobody retook it meanwhile
-        return conn.execute(update(kv).where(kv.c.key == key, kv.c.value == old).values(value=value)).rowcount == 1
-
-
 def _json(value: str | None) -> dict[str, Any]:
     try:
         d = json.loads(value or "{}")
     except ValueError:
         return {}
     return d if isinstance(d, dict) else {}
+
+
+def _obj(d: Mapping[str, Any], key: str) -> dict[str, Any]:
+    v = d.get(key)
+    return v if isinstance(v, dict) else {}
 
 
 def _now() -> str:
@@ -132,15 +118,14 @@ class _Interactions:
             return self._answer("bad_request", 400, {"error": f"expected a form field 'payload' holding JSON ({e})"})
         if payload.get("type") != "block_actions":
             return self._answer("bad_request", 400, {"error": f"unsupported interaction type {payload.get('type')!r}"})
-        actions = payload.get("actions") or []
-        action = actions[0] if actions and isinstance(actions[0], dict) else {}
+        actions = payload.get("actions")
+        action = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
         verdict = ACTIONS.get(str(action.get("action_id", "")))
         if verdict is None:
             log.warning("rejected Slack action %r: not one of ours", action.get("action_id"))
             return self._answer("unknown_action", 400, {"error": f"unknown action {action.get('action_id')!r}"})
         incident_id = str(action.get("value") or "")
-        user = payload.get("user") if isinstance(payload.get("user"), dict) else {}
-        user_id = str(user.get("id") or "")
+        user_id = str(_obj(payload, "user").get("id") or "")
         if not self.slack.is_approver(user_id=user_id, approvers=self.settings.slack.approvers):
             log.warning("Slack user %s may not %s incident %s (not in slack.approvers)", user_id, verdict, incident_id)
             return self._answer("forbidden", 403, {
@@ -154,22 +139,21 @@ class _Interactions:
         trigger, action_ts = payload.get("trigger_id"), action.get("action_ts")
         rkey = REQUEST_KEY + (f"{trigger}:{action_ts}" if trigger and action_ts
                               else hashlib.sha256(body).hexdigest())
-        if not claim_kv(store, rkey, json.dumps({"user": user_id, "incident": incident_id, "at": _now()})):
+        if not store.claim_kv(rkey, json.dumps({"user": user_id, "incident": incident_id, "at": _now()})):
             log.info("Slack request %s already processed; ignored", rkey)
             return self._answer("replay", 200, {"response_type": "ephemeral", "replace_original": False,
                                                 "text": "This click was already processed."})
         claim = json.dumps({"verdict": verdict, "user": user_id, "state": "pending", "at": _now()})
         ckey = CLAIM_KEY + incident_id
-        if not claim_kv(store, ckey, claim, retake_if=lambda old: _json(old).get("state") == "failed"):
+        if not store.claim_kv(ckey, claim, retake_if=lambda old: _json(old).get("state") == "failed"):
             prev = _json(store.get_kv(ckey))
             return self._answer("duplicate", 200, {
                 "response_type": "ephemeral", "replace_original": False,
                 "text": f"Already {'approved' if prev.get('verdict') == 'approve' else 'rejected'} "
                         f"by <@{prev.get('user', '?')}>; nothing more to do."})
 
-        container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
-        channel = (payload.get("channel") or {}).get("id") or container.get("channel_id")
-        message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
+        container, message = _obj(payload, "container"), _obj(payload, "message")
+        channel = _obj(payload, "channel").get("id") or container.get("channel_id")
         ts = message.get("ts") or container.get("message_ts")
         blocks = message.get("blocks") if isinstance(message.get("blocks"), list) else None
 
@@ -266,7 +250,7 @@ def _metrics_text(store: Store, outcomes: Mapping[str, int]) -> tuple[bytes, str
             yield dec
             inc = GaugeMetricFamily("remediator_open_incidents", "Incidents open, proposed or approved, by kind",
                                     labels=["kind"])
-            by_kind = Counter(i.kind for i in store.list_incidents(statuses=ACTIVE_STATUSES))
+            by_kind = Counter(str(i.kind) for i in store.list_incidents(statuses=ACTIVE_STATUSES))
             for kind in INCIDENT_KINDS:
                 inc.add_metric([kind], by_kind.get(kind, 0))
             yield inc
@@ -279,7 +263,7 @@ def _metrics_text(store: Store, outcomes: Mapping[str, int]) -> tuple[bytes, str
             yield sl
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StoreCollector())  # type: ignore[arg-type]
+    registry.register(_StoreCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -309,6 +293,10 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:  # build the deps before the first click, so its answer is not slowed down by it
+            await run_in_threadpool(lambda: handler.deps)
+        except (ToolError, ConfigError, OSError, SQLAlchemyError) as e:
+            log.warning("could not prepare the store / Git adapters yet (will retry on use): %s", scrub(str(e)))
         try:
             yield
         finally:
@@ -321,7 +309,7 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
     def healthz() -> JSONResponse:
         try:
             handler.deps.store.get_kv("healthz")
-        except Exception as e:  # report, don't crash: the probe must answer
+        except (SQLAlchemyError, OSError, ToolError, ConfigError) as e:  # report: the probe must answer
             log.warning("health check: store unavailable: %s", scrub(str(e)))
             return JSONResponse({"status": "unavailable", "store": "error"}, status_code=503)
         return JSONResponse({"status": "ok", "store": "ok", "slack": settings.slack.enabled})

@@ -8,7 +8,7 @@ migrations in ``memory/migrations`` (run by :meth:`Store.migrate`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from sqlalchemy import (
     make_url,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
@@ -283,6 +284,22 @@ class Store:
 
     def set_kv(self, key: str, value: str) -> None:
         self._upsert(kv, {"key": key, "value": value})
+
+    def claim_kv(self, key: str, value: str, *, retake_if: Callable[[str], bool] | None = None) -> bool:
+        """Atomically set ``key`` when absent (or when its value satisfies ``retake_if``); True when
+        this caller got it. Safe across threads, processes and replicas (double clicks, replays)."""
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        with self.engine.begin() as conn:
+            if conn.execute(insert(kv).values(key=key, value=value).on_conflict_do_nothing()).rowcount == 1:
+                return True
+        if retake_if is None:
+            return False
+        old = self.get_kv(key)
+        if old is None or not retake_if(old):
+            return False
+        with self.engine.begin() as conn:  # compare-and-swap: only if nobody retook it meanwhile
+            return bool(conn.execute(
+                update(kv).where(kv.c.key == key, kv.c.value == old).values(value=value)).rowcount == 1)
 
     # -- cycles -------------------------------------------------------------------------------
 

@@ -1,0 +1,140 @@
+"""tools/detectors/anomaly.py: the batched, streaming torch anomaly scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
+
+P = 288  # 5-minute samples per day
+
+
+def seasonal(n: int = 6 * P, level: float = 10.0, amp: float = 0.3, noise: float = 0.02, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return level * (1 + amp * np.sin(2 * np.pi * t / P)) + level * noise * rng.normal(size=n)
+
+
+def det() -> StreamingAnomalyDetector:
+    return StreamingAnomalyDetector(device="cpu")
+
+
+def test_scores_shape_range_and_level_shift_found() -> None:
+    x = np.stack([seasonal(seed=1), seasonal(seed=2)])
+    x[1, 4 * P:] += 10.0  # a sustained jump of one level
+    s, _ = det().score(x, steps_per_day=P)
+    assert s.shape == x.shape and s.dtype == np.float64
+    assert np.all((s >= 0) & (s <= 1))
+    assert s[1, 4 * P:4 * P + 12].max() >= ALARM          # found within an hour
+    assert s[0, 2 * P:].max() < ALARM                     # the quiet twin stays quiet
+
+
+def test_slow_creep_and_missing_samples() -> None:
+    x = seasonal(n=8 * P, seed=3)
+    x[5 * P:] += np.linspace(0, 12, 3 * P)                # creep: +120 % over 3 days
+    x[::97] = np.nan
+    s, _ = det().score(x[None, :], steps_per_day=P)
+    assert s[0, 5 * P:].max() >= ALARM
+    assert np.all(s[0, ::97] == 0)                        # a missing sample scores 0
+
+
+def test_constant_series_has_no_finding() -> None:
+    s, _ = det().score(np.full((3, 2000), 7.5), steps_per_day=P)
+    assert s.max() == 0.0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(level=st.floats(0.1, 1e4), amp=st.floats(0.0, 0.8), seed=st.integers(0, 10_000))
+def test_purely_seasonal_series_has_no_finding(level: float, amp: float, seed: int) -> None:
+    x = seasonal(n=5 * P, level=level, amp=amp, noise=0.0)
+    s, _ = det().score(x[None, :], steps_per_day=P)
+    assert s.max() < ALARM
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exp=st.integers(-8, 8), shift=st.floats(-1e3, 1e3), seed=st.integers(0, 10_000))
+def test_scale_and_shift_invariance(exp: int, shift: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = seasonal(n=3 * P, seed=seed) + np.cumsum(rng.normal(0, 0.1, 3 * P))
+    x[2 * P + 5] += 8.0
+    base, _ = det().score(x[None, :], steps_per_day=P)
+    scaled, _ = det().score(x[None, :] * 2.0 ** exp, steps_per_day=P)
+    np.testing.assert_array_equal(scaled, base)            # a power-of-two scale is exact in float
+    shifted, _ = det().score(x[None, :] + shift, steps_per_day=P)
+    close = np.abs(shifted - base) <= 1e-3
+    assert close.mean() >= 0.995                           # float32 rounding of the shifted values
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none()), max_size=60))
+def test_scores_always_in_unit_interval(vals: list[float | None]) -> None:
+    x = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        s, _ = det().score(x)
+    assert s.shape == (1, x.size)
+    assert np.all(np.isfinite(s)) and np.all((s >= 0) & (s <= 1))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 0)), np.zeros((3, 0)), np.array(5.0), [1.0], [[np.nan, np.inf, -np.inf]],
+                                 np.ones((2, 3, 4)), "not numbers", None, [[1.0, 2.0], [3.0]]])
+def test_bad_input_does_not_crash(bad: object) -> None:
+    s, state = det().score(bad)
+    assert s.ndim == 2 and np.all((s >= 0) & (s <= 1))
+    assert isinstance(state, dict)
+
+
+def test_state_carried_between_cycles_equals_one_pass() -> None:
+    rng = np.random.default_rng(0)
+    x = np.stack([seasonal(seed=i) for i in range(4)])
+    x[2, 3 * P:] *= 2.0
+    x[rng.random(x.shape) < 0.01] = np.nan
+    d = det()
+    full, _ = d.score(x, steps_per_day=P)
+    parts, state = [], None
+    for a, b in [(0, 500), (500, 501), (501, 1300), (1300, x.shape[1])]:
+        s, state = d.score(x[:, a:b], state=state, steps_per_day=P)
+        parts.append(s)
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), full)
+    # the state is plain tensors: torch.save / torch.load round-trips it
+    import io
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    assert set(torch.load(buf, weights_only=True)) == set(state)
+
+
+def test_series_of_different_lengths_in_one_batch() -> None:
+    a, b = seasonal(n=3 * P, seed=5), seasonal(n=2 * P, seed=6)
+    batch = np.full((2, 3 * P), np.nan)
+    batch[0], batch[1, : b.size] = a, b
+    s, _ = det().score(batch, lengths=[a.size, b.size], steps_per_day=[P, P])
+    alone, _ = det().score(b[None, :], steps_per_day=P)
+    np.testing.assert_allclose(s[1, : b.size], alone[0], atol=1e-6)
+    assert np.all(s[1, b.size:] == 0)
+
+
+def test_counter_resets_are_increases() -> None:
+    inc = np.abs(seasonal(n=3 * P, seed=7))
+    counter = np.cumsum(inc)
+    counter[P:] -= counter[P - 1]            # the exporter restarted: the counter starts again from 0
+    s_counter, _ = det().score(counter[None, :], steps_per_day=P, counters=[True])
+    s_rate, _ = det().score(np.r_[np.nan, inc[1:]][None, :], steps_per_day=P)
+    np.testing.assert_allclose(s_counter, s_rate, atol=1e-6)
+
+
+def test_steps_per_day() -> None:
+    assert steps_per_day(np.arange(10) * 300.0) == 288
+    assert steps_per_day([1.0]) == 0 and steps_per_day("x") == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no cuda")
+def test_cuda_matches_cpu_reference() -> None:
+    x = np.stack([seasonal(seed=i) for i in range(8)])
+    x[3, 4 * P:] += 5.0
+    cpu, _ = StreamingAnomalyDetector(device="cpu").score(x, steps_per_day=P)
+    gpu, _ = StreamingAnomalyDetector(device="cuda").score(x, steps_per_day=P)
+    assert np.abs(cpu - gpu).max() <= 1e-4 or np.mean(np.abs(cpu - gpu) <= 1e-4) >= 0.999
