@@ -70,6 +70,22 @@ def build_notifier(settings: Settings) -> Notifier | None:
     return SlackNotifier(token=token)
 
 
+def build_planner(settings: Settings, store: Store):  # type: ignore[no-untyped-def]
+    from agents.planners.llm import KVUsageLedger, LLMPlanner
+
+    s = settings.llm
+    llm = None
+    if s.provider == "openai":
+        from tools.llm import OpenAIChat
+
+        llm = OpenAIChat(base_url=s.base_url, model=str(s.model), api_key=read_secret(s.api_key, s.api_key_file) or "none",
+                         timeout_s=s.timeout_s, max_tokens=s.max_tokens, structured=s.structured)
+    return LLMPlanner(llm, budget_tokens_per_incident=s.budget_tokens_per_incident,
+                      price_per_1k_tokens=s.price_per_1k_prompt_tokens,
+                      price_per_1k_completion_tokens=s.price_per_1k_completion_tokens,
+                      monthly_budget_usd=s.monthly_budget_usd, ledger=KVUsageLedger(store.get_kv, store.set_kv))
+
+
 def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool = False,
                on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None) -> Deps:
     g = settings.gitops
@@ -85,6 +101,7 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         notifier=build_notifier(settings),
         dry_run=dry_run,
     )
+    deps.planner = build_planner(settings, deps.store)
     if on_progress is not None:
         deps.on_progress = on_progress
     return deps

@@ -114,6 +114,11 @@ class LLMSettings(Section):
     max_tokens: int = Field(1024, ge=16, le=32768)
     api_key: SecretStr | None = Field(None, description="env REMEDIATOR_LLM__API_KEY only")
     api_key_file: Path | None = None
+    structured: Literal["json_schema", "tool"] = Field("json_schema", description="how the answer's schema is asked for")
+    budget_tokens_per_incident: int = Field(8000, ge=256, le=1_000_000)
+    price_per_1k_prompt_tokens: float = Field(0.0, ge=0, description="USD, for the agent's own FinOps")
+    price_per_1k_completion_tokens: float | None = Field(None, ge=0, description="USD; default = the prompt price")
+    monthly_budget_usd: float | None = Field(None, ge=0, description="past it the deterministic planner decides")
 
 
 class SlackSettings(Section):

@@ -22,6 +22,7 @@ from agents.guard import GuardContext
 from agents.guard import check as guard_check
 from agents.planners.deterministic import PlanContext
 from agents.planners.deterministic import plan as deterministic_plan
+from agents.planners.llm import guard_or_fallback
 from agents.prbody import pr_body, pr_title
 from agents.verify import REVERT_KEY, inverse_edits
 from agents.verify import check as verify_check
@@ -94,6 +95,7 @@ class Deps:
     retries: int = 3
     retry_base_s: float = 0.5
     checkpointer: Any = None  # set by run_cycle; approval threads live beside the cycle's
+    planner: Any = None       # agents.planners.llm.LLMPlanner (falls back to the deterministic planner)
     on_progress: Callable[[str], None] = field(default=lambda msg: log.info(msg))
 
 
@@ -487,21 +489,66 @@ def plan(deps: Deps, state: CycleState) -> CycleState:
     ctx = PlanContext(workloads=workloads, guardrails=_guardrails(deps, state), budgets=state["snapshot"]["budgets"],
                       playbooks=deps.playbooks, previous_model=lambda w: _previous_model(deps, w))
     plans = []
+    errors: list[dict[str, Any]] = []
+    now = _now(state)
     for iid in state.get("touched", []):
         inc = deps.store.get_incident(iid)
         if inc is None or inc.status not in ("open", "proposed"):
             continue
         prev = deps.store.latest_plan(iid)
         pr = _open_pr_of(deps, inc)
-        if prev is not None and prev.guard_verdict == "accepted" and pr is not None:
-            p = prev  # keep the open PR stable while its incident lasts: no churn on unchanged inputs
+        reuse_llm = prev is not None and prev.planner == "llm" and now - prev.created_at < timedelta(hours=1) \
+            and prev.guard_verdict != "deferred"
+        if prev is not None and ((prev.guard_verdict == "accepted" and pr is not None) or reuse_llm):
+            p = prev  # keep the open PR stable while its incident lasts; do not pay tokens twice an hour
         else:
-            p = deterministic_plan(inc, ctx)
+            if deps.planner is not None:
+                from agents.planners.llm import PlannerTools
+
+                tools = PlannerTools.from_context(ctx, query_signal=partial(_query_signal, deps, now),
+                                                  similar_incidents=partial(_similar_incidents, deps))
+                p = deps.planner.plan(inc, ctx, tools)
+            else:
+                p = deterministic_plan(inc, ctx)
+            if p.planner_reason.startswith("llm fallback"):
+                errors.append(err("plan", inc.id, p.planner_reason))
             deps.store.save_plan(p)
             _audit(deps, state, "plan", "planned", inc.id, plan_id=p.id, playbook=p.playbook, planner=p.planner,
-                   params=p.params, rationale=p.rationale)
+                   planner_reason=p.planner_reason, params=p.params, rationale=p.rationale)
         plans.append(p.model_dump(mode="json"))
-    return {"plans": plans}
+    return {"plans": plans, "errors": errors}
+
+
+def _query_signal(deps: Deps, now: datetime, *, service: str, signal: str, window_minutes: int) -> SignalResult | None:
+    """Read-only tool for the LLM planner: one signal of one workload over a window ending now."""
+    ns, _, name = service.partition("/")
+    step = int(max(60, deps.settings.prometheus.scrape_interval.total_seconds()))
+    start = now - timedelta(minutes=max(step // 60, min(int(window_minutes), 7 * 24 * 60)))
+    fn = {"cost": deps.metrics.workload_cost, "replicas": deps.metrics.workload_replicas}.get(signal)
+    try:
+        if fn is not None:
+            return fn(namespace=ns, name=name, start=start, end=now, step_s=step)
+        if signal == "requests":
+            return deps.metrics.request_rate(namespace=ns, service=name, start=start, end=now, step_s=step)
+    except ToolError:
+        return None
+    return None
+
+
+def _similar_incidents(deps: Deps, *, kind: str, service: str, limit: int = 5) -> list[dict[str, Any]]:
+    """Read-only tool for the LLM planner: past incidents of this kind/service and how they ended."""
+    out = []
+    for i in deps.store.list_incidents():
+        if i.kind != kind or (service and i.service != service):
+            continue
+        plan = deps.store.latest_plan(i.id)
+        d = deps.store.list_decisions(incident_id=i.id)
+        out.append({"id": i.id, "kind": i.kind, "service": i.service, "opened_at": i.opened_at.isoformat(),
+                    "playbook": plan.playbook if plan else None, "verdict": d[0].verdict if d else None,
+                    "outcome": i.status, "summary": i.summary[:200]})
+        if len(out) >= limit:
+            break
+    return out
 
 
 def guard(deps: Deps, state: CycleState) -> CycleState:
@@ -512,6 +559,8 @@ def guard(deps: Deps, state: CycleState) -> CycleState:
     open_prs = deps.store.list_prs(statuses=["open"])
     recent = len([x for x in deps.store.list_prs() if now - x.created_at < timedelta(hours=1)])
     new_files: list[set[str]] = []  # PRs this cycle will open (plans accepted so far without a PR)
+    plan_ctx = PlanContext(workloads=workloads, guardrails=g, budgets=state["snapshot"]["budgets"],
+                           playbooks=deps.playbooks, previous_model=lambda w: _previous_model(deps, w))
     for pd in state.get("plans", []):
         p = RemediationPlan.model_validate(pd)
         inc = deps.store.get_incident(p.incident_id)
@@ -525,7 +574,10 @@ def guard(deps: Deps, state: CycleState) -> CycleState:
                            open_prs_other=len(open_prs) + len(new_files) - (1 if existing is not None else 0),
                            prs_last_hour=recent + len(new_files),
                            has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected)
-        checked = guard_check(p, inc, ctx)
+        checked = guard_or_fallback(p, inc, check=partial(guard_check, incident=inc, ctx=ctx),
+                                    fallback=partial(deterministic_plan, inc, plan_ctx))
+        if checked.id != p.id:
+            deps.store.save_plan(checked)
         if checked.guard_verdict == "accepted" and existing is None and not joins_new:
             new_files.append(set(p.files))
         if (checked.guard_verdict, checked.guard_reasons) != (p.guard_verdict, p.guard_reasons):

@@ -58,6 +58,13 @@ SEASON_MIN_DAYS = 1       # seasonal signal only once one full period is in the 
 SCALE_FLOOR = 0.01        # feature scales never below 1 % of the level scale
 LOG_EPS = 1e-10           # score = log(1 - L + eps) / log(eps)
 Z_CAP = 1e4
+SPATIAL_TOL = 0.05        # a value beyond the range seen so far by this fraction of it ...
+SPATIAL_SCORE = 1.0       # ... scores at least this (Numenta's NAB "spatial anomaly"); 0 = off
+CTX_LEVELS = 8            # contextual novelty: values quantised into this many levels of the range seen
+CTX_K = 7                 # contexts = the last 1..CTX_K quantised values
+CTX_BUCKETS = 1 << 14     # hashed "seen" table per series
+CTX_WEIGHT = 0.0          # novelty score = CTX_WEIGHT x fraction of the current contexts never seen; 0 = off
+CTX_POW = 1.0
 
 
 def steps_per_day(ts: object) -> int:
@@ -141,17 +148,22 @@ class StreamingAnomalyDetector:
         def z() -> torch.Tensor:
             return torch.zeros(s, device=dev, dtype=dt)
 
-        f = self.N_FEATURES
+        f = self.N_FEATURES + (1 if CTX_WEIGHT > 0 else 0)
         return {
             "version": 1,
             "period": torch.as_tensor(per, device=dev),
             "ref": z(), "has_ref": torch.zeros(s, device=dev, dtype=torch.bool),
             "n": z(), "steps": torch.zeros(s, device=dev, dtype=torch.int64),
-            "last": z(), "level": z(), "scale": torch.zeros(f, s, device=dev, dtype=dt),
+            "last": z(), "level": z(), "scale": torch.zeros(self.N_FEATURES, s, device=dev, dtype=dt),
             "short": torch.zeros(f, s, device=dev, dtype=dt), "mu": torch.zeros(f, s, device=dev, dtype=dt),
             "var": torch.ones(f, s, device=dev, dtype=dt), "nf": torch.zeros(f, s, device=dev, dtype=dt),
             "quiet": torch.zeros(s, device=dev, dtype=torch.int64),
+            "vmin": torch.full((s,), float("inf"), device=dev, dtype=dt),
+            "vmax": torch.full((s,), float("-inf"), device=dev, dtype=dt),
             "buf": torch.full((s, buf_len), float("nan"), device=dev, dtype=dt),
+            "ctx": torch.zeros(s, device=dev, dtype=torch.int64),
+            "clen": torch.zeros(s, device=dev, dtype=torch.int64),
+            "seen": torch.zeros((s, CTX_BUCKETS if CTX_WEIGHT > 0 else 1), device=dev, dtype=torch.bool),
         }
 
     def _state_to(self, state: State) -> State:
@@ -232,6 +244,13 @@ class StreamingAnomalyDetector:
         n, last, level = st["n"], st["last"], st["level"]
         scale, short, mu, var, nf = st["scale"], st["short"], st["mu"], st["var"], st["nf"]
         steps, quiet = st["steps"], st["quiet"]
+        vmin, vmax = st["vmin"], st["vmax"]
+        ctx, clen, seen_tab = st["ctx"], st["clen"], st["seen"]
+        use_ctx = CTX_WEIGHT > 0
+        if use_ctx:
+            kk = torch.arange(1, CTX_K + 1, device=dev, dtype=torch.int64)
+            lpow = torch.tensor([CTX_LEVELS ** k for k in range(1, CTX_K + 1)], device=dev, dtype=torch.int64)
+            lfull = CTX_LEVELS ** CTX_K
         z = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=dt)
         zok = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=torch.bool)
         for t in range(n_t):
@@ -255,8 +274,26 @@ class StreamingAnomalyDetector:
             z = torch.where(ad == 0, torch.zeros((), device=dev, dtype=dt), z)
             zok = torch.stack([seen, s_ok, seen]) & ok
             warm = n >= warm_n
+            if use_ctx:
+                rng_ = vmax - vmin
+                qf = torch.where(rng_ > 0, (v - vmin) / torch.where(rng_ > 0, rng_, one) * CTX_LEVELS,
+                                 torch.zeros((), device=dev, dtype=dt))
+                q = torch.clamp(qf.floor(), 0, CTX_LEVELS - 1).to(torch.int64)
+                ctx_new = (ctx * CTX_LEVELS + q) % lfull
+                clen_new = torch.clamp(clen + 1, max=CTX_K)
+                sub = ctx_new[None, :] % lpow[:, None]                        # [K, S]
+                idx = ((sub * 1000003 + kk[:, None] * 7919) % CTX_BUCKETS).T   # [S, K]
+                was = seen_tab.gather(1, idx)
+                kval = (kk[None, :] <= clen_new[:, None]) & ok[:, None]
+                novel = (~was & kval).sum(1).to(dt) / CTX_K
+                seen_tab.scatter_(1, idx, was | kval)
+                ctx = torch.where(ok, ctx_new, ctx)
+                clen = torch.where(ok, clen_new, clen)
             # --- likelihood
             g = torch.log1p(z)
+            if use_ctx:
+                g = torch.cat([g, novel[None, :]])
+                zok = torch.cat([zok, (ok & (clen_new >= 1))[None, :]])
             short_new = torch.where(zok, short + ALPHA_SHORT * (g - short), short)
             std = torch.sqrt(torch.clamp(var, min=1e-6))
             zz = (short_new - mu) / std
@@ -264,31 +301,39 @@ class StreamingAnomalyDetector:
             lik = torch.where(zok & (nf >= WARMUP) & (zz > 0), lik, torch.zeros((), device=dev, dtype=dt))
             lmax = lik.max(dim=0).values
             sc = torch.log(torch.clamp(one - lmax + LOG_EPS, min=LOG_EPS)) / log_eps
+            if SPATIAL_SCORE > 0:
+                tol = (vmax - vmin) * SPATIAL_TOL
+                spatial = (vmax > vmin) & ((v > vmax + tol) | (v < vmin - tol))
+                sc = torch.where(spatial, torch.clamp(sc, min=SPATIAL_SCORE), sc)
             sc = torch.where(ok & warm, sc, torch.zeros((), device=dev, dtype=dt))
             in_quiet = quiet > 0
             sc = torch.where(in_quiet, sc * DAMP, sc)
             alarm = (sc >= ALARM) & ~in_quiet
             scores[:, t] = sc
             # --- updates (only where the sample is valid)
-            upd = zok
+            upd = zok[: self.N_FEATURES]
             dm = short_new - mu
             a_long = torch.clamp(1.0 / (nf + 1.0), min=ALPHA_LONG)
-            mu = torch.where(upd, mu + a_long * dm, mu)
-            var = torch.where(upd, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), torch.zeros_like(var)), var)
-            nf = torch.where(upd, nf + 1, nf)
+            mu = torch.where(zok, mu + a_long * dm, mu)
+            var = torch.where(zok, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), torch.zeros_like(var)), var)
+            nf = torch.where(zok, nf + 1, nf)
             short = short_new
             clip = torch.where(scale > 0, WINSOR * scale, ad)
             adw = torch.minimum(ad, torch.where(n >= WARMUP, clip, ad))
-            alpha_s = torch.where(nf < WARMUP, 1.0 / (nf + 1.0), torch.full_like(nf, ALPHA_SCALE))
+            nf3 = nf[: self.N_FEATURES]
+            alpha_s = torch.where(nf3 < WARMUP, 1.0 / (nf3 + 1.0), torch.full_like(nf3, ALPHA_SCALE))
             scale = torch.where(upd, scale + alpha_s * (adw - scale), scale)
             alpha_l = torch.clamp(1.0 / (n + 1.0), min=ALPHA_LEVEL)
             level = torch.where(ok, torch.where(seen, level + alpha_l * d_level, v), level)
             last = torch.where(ok, v, last)
+            vmin = torch.where(ok, torch.minimum(vmin, v), vmin)
+            vmax = torch.where(ok, torch.maximum(vmax, v), vmax)
             n = torch.where(ok, n + 1, n)
             quiet = torch.where(live, torch.where(alarm, refr, torch.clamp(quiet - 1, min=0)), quiet)
             wpos = torch.remainder(steps, blen)
             buf[rows, wpos] = torch.where(live, torch.where(ok, v, torch.full_like(v, float("nan"))), buf[rows, wpos])
             steps = torch.where(live, steps + 1, steps)
         st.update(n=n, last=last, level=level, scale=scale, short=short, mu=mu, var=var, nf=nf,
-                  steps=steps, quiet=quiet, buf=buf)
+                  steps=steps, quiet=quiet, buf=buf, vmin=vmin, vmax=vmax,
+                  ctx=ctx, clen=clen, seen=seen_tab)
         return scores

@@ -158,6 +158,9 @@ def detect_fairness(f: FairnessInput, *, now: float, stats: InputStats | None = 
         for g, by_label in sorted(counts.items()):
             pos = sum(x.get("positive", 0.0) for x in by_label.values())
             n = pos + sum(x.get("negative", 0.0) for x in by_label.values())
+            if not math.isfinite(n):
+                stats.reject(f"{what} {attr}={g}", "outcome counts overflow (not finite)")
+                continue
             if n < min_group:
                 stats.reject(f"{what} {attr}={g}", f"only {n:.0f} outcomes (need {min_group})")
                 continue
@@ -176,7 +179,7 @@ def detect_fairness(f: FairnessInput, *, now: float, stats: InputStats | None = 
                 for g in dp_counts:
                     x = counts[g].get(lab, {})
                     n = x.get("positive", 0.0) + x.get("negative", 0.0)
-                    if n < min_group:
+                    if not math.isfinite(n) or n < min_group:
                         stats.reject(f"{what} {attr}={g} label={lab}",
                                      f"only {n:.0f} outcomes (need {min_group}) for equalized odds")
                         continue
