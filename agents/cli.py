@@ -219,9 +219,14 @@ def decisions_show(decision_id: str, config: ConfigOpt, json_out: JsonOpt = Fals
     if d is None:
         raise Exit(2, f"no decision {decision_id!r}; see `remediator decisions list`")
     if json_out:
-        _print_json(d.model_dump(mode="json"))
+        plan = store.get_plan(d.plan_id) if d.plan_id else None
+        _print_json({**d.model_dump(mode="json"), "plan": plan.model_dump(mode="json") if plan else None})
     else:
         typer.echo(f"{d.id} {d.verdict} incident {d.incident_id} PR {d.pr_id} by {d.actor} via {d.source} at {d.at}: {d.reason}")
+        plan = store.get_plan(d.plan_id) if d.plan_id else None
+        if plan is not None:
+            typer.echo(f"  plan {plan.id}: {plan.playbook} by the {plan.planner} planner ({plan.planner_reason})\n"
+                       f"  why: {plan.rationale}\n  guard: {plan.guard_verdict} {'; '.join(plan.guard_reasons)}")
 
 
 def _decide(config: Path, incident_id: str, verdict: str, actor: str | None, reason: str, json_out: bool) -> None:

@@ -573,7 +573,9 @@ def guard(deps: Deps, state: CycleState) -> CycleState:
         ctx = GuardContext(guardrails=g, playbooks=deps.playbooks, workloads=workloads,
                            open_prs_other=len(open_prs) + len(new_files) - (1 if existing is not None else 0),
                            prs_last_hour=recent + len(new_files),
-                           has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected)
+                           has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected,
+                           scope=_scope(inc, state, workloads),
+                           rollback_versions=_rollback_versions(deps, inc, workloads))
         checked = guard_or_fallback(p, inc, check=partial(guard_check, incident=inc, ctx=ctx),
                                     fallback=partial(deterministic_plan, inc, plan_ctx))
         if checked.id != p.id:
@@ -585,6 +587,22 @@ def guard(deps: Deps, state: CycleState) -> CycleState:
             _audit(deps, state, "guard", checked.guard_verdict, inc.id, plan_id=p.id, reasons=list(checked.guard_reasons))
         out.append(checked.model_dump(mode="json"))
     return {"plans": out}
+
+
+def _scope(inc: Incident, state: CycleState, workloads: dict[str, Workload]) -> set[str]:
+    if inc.kind == "budget_breach":
+        budget = next((b for b in state["snapshot"]["budgets"] if b.get("name") == inc.evidence.get("budget")), None)
+        return {w.key for w in select_workloads(budget, workloads)} if budget else set()
+    return {inc.service}
+
+
+def _rollback_versions(deps: Deps, inc: Incident, workloads: dict[str, Workload]) -> set[str] | None:
+    w = workloads.get(inc.service)
+    if inc.kind not in ("model_drift", "fairness_violation") or w is None:
+        return None
+    prev = _previous_model(deps, w)
+    base = ((w.responsible_ai.get("driftDetection") or {}).get("baselineModelRef"))
+    return {str(v) for v in ((prev or {}).get("version"), base) if v}
 
 
 def _same_fingerprint(deps: Deps, inc: Incident) -> list[Incident]:

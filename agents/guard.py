@@ -26,6 +26,8 @@ class GuardContext:
     prs_last_hour: int = 0
     has_open_pr: bool = False        # this incident already has its PR (updates are not new PRs)
     rejected_within_cooldown: bool = False
+    scope: set[str] | None = None    # workloads this incident may touch (its service; a budget's selection)
+    rollback_versions: set[str] | None = None  # versions a rollback may go to (Git history, baseline ref)
 
 
 def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> RemediationPlan:
@@ -63,6 +65,13 @@ def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> Remed
         if incident.kind in BUDGET_KINDS and w.is_critical(g):
             reasons.append(f"{key} is critical: budget actions never touch critical workloads")
         allowed_files |= {d.file for d in (w.doc, w.hpa) if d is not None}
+        if ctx.scope is not None and w.key not in ctx.scope:
+            reasons.append(f"target {key} is outside the incident's scope ({', '.join(sorted(ctx.scope)) or 'none'})")
+        version = params.get("version")
+        if pb.name == "rollback_model_version" and ctx.rollback_versions is not None \
+                and str(version) not in ctx.rollback_versions:
+            reasons.append(f"{key}: rollback to {version!r} is neither the previous version in Git history nor the "
+                           f"baseline ref ({', '.join(sorted(ctx.rollback_versions)) or 'none known'})")
         new_max, new_min = params.get("max_replicas"), params.get("min_replicas", w.min_replicas)
         if isinstance(new_max, int) and isinstance(new_min, int) and new_max < new_min:
             reasons.append(f"{key}: maxReplicas {new_max} would be below minReplicas {new_min}")

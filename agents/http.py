@@ -237,7 +237,8 @@ class _Interactions:
 
 # ----------------------------------------------------------------------------- metrics
 
-def _metrics_text(store: Store, outcomes: Mapping[str, int]) -> tuple[bytes, str]:
+def _metrics_text(store: Store, outcomes: Mapping[str, int],
+                  monthly_budget_usd: float | None = None) -> tuple[bytes, str]:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -261,6 +262,12 @@ def _metrics_text(store: Store, outcomes: Mapping[str, int]) -> tuple[bytes, str
             for outcome, n in sorted(outcomes.items()):
                 sl.add_metric([outcome], n)
             yield sl
+            # the agent's own FinOps: LLM tokens, cost, budget, fallbacks this month
+            from agents.planners.llm import KVUsageLedger, llm_metric_families
+
+            month = datetime.now(UTC).strftime("%Y-%m")
+            yield from llm_metric_families(KVUsageLedger(store.get_kv, store.set_kv), month=month,
+                                           monthly_budget_usd=monthly_budget_usd)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StoreCollector())
@@ -316,7 +323,7 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
 
     @app.get("/metrics")
     def metrics() -> Response:
-        data, ctype = _metrics_text(handler.deps.store, dict(handler.outcomes))
+        data, ctype = _metrics_text(handler.deps.store, dict(handler.outcomes), settings.llm.monthly_budget_usd)
         return Response(content=data, media_type=ctype)
 
     @app.post("/slack/interactions")

@@ -145,3 +145,24 @@ def test_guard_keeps_max_at_or_above_min() -> None:
     inc = incident("cost_anomaly", "ml/a")
     out = check(cap_plan(inc, 3), inc, gc)
     assert out.guard_verdict == "notify_only" and "below minReplicas 4" in " ".join(out.guard_reasons)
+
+
+def test_guard_keeps_targets_in_the_incident_scope() -> None:
+    _, gc = ctx_for(mis("a"), mis("b"))
+    gc.scope = {"ml/a"}
+    inc = incident("cost_anomaly", "ml/a")
+    out = check(cap_plan(inc, 3, name="b"), inc, gc)
+    assert out.guard_verdict == "notify_only" and "outside the incident's scope" in " ".join(out.guard_reasons)
+
+
+def test_guard_rollback_only_to_known_versions() -> None:
+    pc, gc = ctx_for(mis("a"), prev={"version": "2.0.0", "path": "models/m/v2.0.0", "commit": "abc"})
+    gc.rollback_versions = {"2.0.0"}
+    inc = incident("model_drift", "ml/a", distance=0.3, threshold=0.1)
+    good = plan(inc, pc)
+    assert check(good, inc, gc).guard_verdict == "accepted"
+    evil = good.model_copy(update={"params": {"targets": {"ml/a": {"version": "6.6.6"}}},
+                                   "edits": tuple(e.model_copy(update={"new": "6.6.6"}) for e in good.edits
+                                                  if e.path[-1] == "version")})
+    out = check(evil, inc, gc)
+    assert out.guard_verdict == "notify_only" and "6.6.6" in " ".join(out.guard_reasons)

@@ -65,6 +65,9 @@ CTX_K = 7                 # contexts = the last 1..CTX_K quantised values
 CTX_BUCKETS = 1 << 14     # hashed "seen" table per series
 CTX_WEIGHT = 0.0          # novelty score = CTX_WEIGHT x fraction of the current contexts never seen; 0 = off
 CTX_POW = 1.0
+COMBINE = "seasongate"
+GATE = 0.5
+GATE_DAMP = 0.9
 
 
 def steps_per_day(ts: object) -> int:
@@ -299,7 +302,16 @@ class StreamingAnomalyDetector:
             zz = (short_new - mu) / std
             lik = 0.5 * torch.erfc(-zz / math.sqrt(2.0))
             lik = torch.where(zok & (nf >= WARMUP) & (zz > 0), lik, torch.zeros((), device=dev, dtype=dt))
-            lmax = lik.max(dim=0).values
+            if COMBINE == "max":
+                lmax = lik.max(dim=0).values
+            elif COMBINE == "min":
+                lmax = torch.where(zok, lik, one).min(dim=0).values
+                lmax = torch.where(zok.any(0), lmax, torch.zeros((), device=dev, dtype=dt))
+            elif COMBINE == "seasongate":
+                lmax = lik.max(dim=0).values
+                lmax = torch.where(zok[1], torch.minimum(lmax, lik[1] * 0 + torch.where(lik[1] >= GATE, one, lmax * GATE_DAMP)), lmax)
+            else:  # mean
+                lmax = (lik * zok).sum(0) / torch.clamp(zok.sum(0), min=1)
             sc = torch.log(torch.clamp(one - lmax + LOG_EPS, min=LOG_EPS)) / log_eps
             if SPATIAL_SCORE > 0:
                 tol = (vmax - vmin) * SPATIAL_TOL
