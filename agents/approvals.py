@@ -17,7 +17,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from agents.checkpoint import sqlite_checkpointer
+from agents.checkpoint import open_checkpointer
 from agents.config import ConfigError
 from agents.cycle import Deps
 from agents.verify import remember_reference
@@ -76,7 +76,7 @@ def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: st
                 "at": datetime.now(UTC).isoformat()}
     if deps.checkpointer is not None:
         return _resume(deps, deps.checkpointer, inc.id, decision)
-    with sqlite_checkpointer(deps.settings.checkpoint_path) as cp:
+    with open_checkpointer(deps.settings) as cp:
         return _resume(deps, cp, inc.id, decision)
 
 

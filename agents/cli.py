@@ -83,12 +83,13 @@ def run_once(config: ConfigOpt, json_out: JsonOpt = False,
              verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run one full cycle now (evaluated at the wall-clock time it starts) and report it."""
     setup_logging(verbose)
-    from agents.compose import build_deps, checkpoint_path
-    from agents.graph import run_cycle, sqlite_checkpointer
+    from agents.checkpoint import open_checkpointer
+    from agents.compose import build_deps
+    from agents.graph import run_cycle
 
     settings = _settings(config)
     deps = build_deps(settings, dry_run=dry_run, on_progress=lambda m: log.info(m))
-    with sqlite_checkpointer(checkpoint_path(settings)) as cp:
+    with open_checkpointer(settings) as cp:
         report = run_cycle(deps, cp)
     if json_out:
         _print_json(report)

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from agents.compose import build_deps, checkpoint_path, open_store
+from agents.checkpoint import open_checkpointer
+from agents.compose import build_deps, open_store
 from agents.config import Settings
 from agents.cycle import CycleAborted
-from agents.graph import run_cycle, sqlite_checkpointer
+from agents.graph import run_cycle
 from tools.errors import ToolError
 
 log = logging.getLogger("remediator.daemon")
@@ -29,7 +30,7 @@ def run_daemon(settings: Settings) -> None:
             return
         try:
             deps = build_deps(settings, store=store)
-            with sqlite_checkpointer(checkpoint_path(settings)) as cp:
+            with open_checkpointer(settings) as cp:
                 report = run_cycle(deps, cp)
             log.info("cycle %s: %d findings, %d incidents, %d PRs, %d errors", report["cycle_id"],
                      len(report["findings"]), len(report["incidents"]), len(report["pull_requests"]), len(report["errors"]))
