@@ -199,6 +199,7 @@ def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) ->
             errors.append(err("observe", pr.branch, f"cannot refresh PR: {e}"))
             continue
         if fresh.status == pr.status:
+            _review_approvals(deps, state, fresh, errors)
             continue
         fresh = fresh.model_copy(update={"updated_at": _now(state)})
         deps.store.save_pr(fresh)
@@ -215,6 +216,34 @@ def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) ->
             except ToolError as e:
                 errors.append(err("observe", pr.branch, f"cannot record the host's decision: {e}"))
         _audit(deps, state, "observe", f"pr_{fresh.status}", pr.branch, pr_id=pr.id)
+
+
+def _review_approvals(deps: Deps, state: CycleState, pr: PullRequest, errors: list[dict[str, Any]]) -> None:
+    """An approving review in the Git host (GitHub / GitLab) counts as an approval: it lands the
+    PR through the provider, like a Slack click would."""
+    reviews = getattr(deps.prs, "reviews", None)
+    if reviews is None or pr.status != "open":
+        return
+    try:
+        approvers = sorted({user for user, st in reviews(pr=pr) if st == "APPROVED"})
+        blocked = any(st == "CHANGES_REQUESTED" for _, st in reviews(pr=pr))
+    except ToolError as e:
+        errors.append(err("observe", pr.branch, f"cannot read reviews: {e}"))
+        return
+    if not approvers or blocked:
+        return
+    from agents.approvals import decide
+
+    for iid in pr.incident_ids:
+        inc = deps.store.get_incident(iid)
+        if inc is None or inc.status not in ("open", "proposed"):
+            continue
+        try:
+            decide(deps, incident_id=iid, verdict="approve", actor=f"{deps.prs.name}:{approvers[0]}",
+                   source="pr_review", reason=f"approving review by {', '.join(approvers)}")
+        except ToolError as e:
+            errors.append(err("observe", pr.branch, f"cannot apply the review approval: {e}"))
+        break  # one decision lands the PR; the other incidents follow on the next refresh
 
 
 # ----------------------------------------------------------------------------- detect

@@ -222,3 +222,30 @@ def test_approval_waits_at_interrupt_and_resumes_once_even_after_a_kill(ws: tupl
     assert "maxReplicas: 3" in git.Repo(remote).git.show("main:apps/ml-serving/image-captioner.yaml")
     with sqlite_checkpointer(settings.checkpoint_path) as cp:
         assert build_approval_graph(deps2, cp).get_state(_thread(inc["id"])).next == ()
+
+
+def test_an_approving_review_in_the_host_lands_the_pr(ws: tuple[Path, Path, datetime]) -> None:
+    cfg, remote, now = ws
+    inc = _cost(cycle(cfg, now))
+    assert inc is not None
+    settings = load_settings(cfg)
+    deps = build_deps(settings, replay_shift_to=now.replace(second=0))
+    deps.metrics = FakeMetrics(deps.metrics)  # type: ignore[arg-type]
+
+    class ReviewedProvider:  # the local provider plus what a Git host says about reviews
+        def __init__(self, inner):  # type: ignore[no-untyped-def]
+            self.inner = inner
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+        def reviews(self, *, pr):  # type: ignore[no-untyped-def]
+            return [("frank", "COMMENTED"), ("grace", "APPROVED")]
+
+    deps.prs = ReviewedProvider(deps.prs)  # type: ignore[assignment]
+    with sqlite_checkpointer(checkpoint_path(settings)) as cp:
+        r = run_cycle(deps, cp, started_at=now + timedelta(minutes=5))
+    assert next(i for i in r["incidents"] if i["id"] == inc["id"])["status"] == "approved"
+    (d,) = deps.store.list_decisions(incident_id=inc["id"])
+    assert d.source == "pr_review" and d.actor == "local:grace"
+    assert "maxReplicas: 3" in git.Repo(remote).git.show("main:apps/ml-serving/image-captioner.yaml")
