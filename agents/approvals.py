@@ -72,6 +72,9 @@ def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: st
     earlier = store.list_decisions(incident_id=inc.id)
     if inc.status in ("approved", "rejected", "resolved", "closed") and earlier:
         return earlier[0]
+    if inc.status in ("resolved", "closed"):
+        raise ConfigError(f"incident {inc.id} is already {inc.status} (its PR was closed); nothing to "
+                          f"{verdict}")
     decision = {"id": new_id("dec"), "verdict": verdict, "actor": actor, "source": source, "reason": reason,
                 "at": datetime.now(UTC).isoformat()}
     if deps.checkpointer is not None:

@@ -67,7 +67,7 @@ def build_notifier(settings: Settings) -> Notifier | None:
         raise ConfigError("slack.enabled is true but no token: set REMEDIATOR_SLACK__BOT_TOKEN or slack.bot_token_file")
     from tools.slack import SlackNotifier
 
-    return SlackNotifier(token=token)
+    return SlackNotifier(token=token, base_url=settings.slack.api_url)
 
 
 def build_planner(settings: Settings, store: Store):  # type: ignore[no-untyped-def]

@@ -129,6 +129,7 @@ class SlackSettings(Section):
     signing_secret: SecretStr | None = Field(None, description="env REMEDIATOR_SLACK__SIGNING_SECRET only")
     signing_secret_file: Path | None = None
     approvers: list[str] = Field(default_factory=list)
+    api_url: str | None = Field(None, description="Slack Web API base URL (proxy / Enterprise Grid); default Slack's")
 
 
 class SchedulerSettings(Section):

@@ -8,6 +8,7 @@ fingerprint), so replaying a stage never opens a second PR.
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
 import time
@@ -203,6 +204,7 @@ def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) ->
             continue
         fresh = fresh.model_copy(update={"updated_at": _now(state)})
         deps.store.save_pr(fresh)
+        slack_outcome(deps, fresh, f"PR {fresh.status} in the Git host ({_now(state):%Y-%m-%d %H:%M}Z).")
         verdict = "approve" if fresh.status == "merged" else "reject"
         from agents.approvals import decide  # the approval thread lives there (imports this module)
 
@@ -216,6 +218,27 @@ def _refresh_prs(deps: Deps, state: CycleState, errors: list[dict[str, Any]]) ->
             except ToolError as e:
                 errors.append(err("observe", pr.branch, f"cannot record the host's decision: {e}"))
         _audit(deps, state, "observe", f"pr_{fresh.status}", pr.branch, pr_id=pr.id)
+
+
+def slack_outcome(deps: Deps, pr: PullRequest, text: str) -> None:
+    """Show on the PR's Slack message what happened outside Slack (closed, merged in the host);
+    the Approve / Reject buttons go away."""
+    raw = deps.store.get_kv(f"slack.pr_msg:{pr.id}")
+    update = getattr(deps.notifier, "update_message", None)
+    if not raw or update is None:
+        return
+    try:
+        ref = json.loads(raw)
+    except ValueError:
+        return
+    if not isinstance(ref, dict) or not ref.get("channel") or not ref.get("ts"):
+        return
+    from tools.slack import outcome_blocks
+
+    try:
+        update(channel=ref["channel"], ts=ref["ts"], text=text, blocks=outcome_blocks(None, text))
+    except ToolError as e:
+        log.warning("cannot update the Slack message of %s: %s", pr.branch, e)
 
 
 def _review_approvals(deps: Deps, state: CycleState, pr: PullRequest, errors: list[dict[str, Any]]) -> None:
@@ -439,6 +462,10 @@ def correlate(deps: Deps, state: CycleState) -> CycleState:
             continue
         if inc.kind != "gitops_drift" and f"{inc.kind}|{inc.service}" not in evaluated:
             continue  # no data this cycle (query failed, workload gone): absence of a finding proves nothing
+        if inc.status == "approved" and any(
+                inc.id in p.incident_ids and now - p.updated_at < deps.settings.verify.grace
+                for p in store.list_prs(statuses=["merged"])):
+            continue  # merged moments ago: verification judges it once Argo CD / Flux had time to apply it
         quiet = timedelta(seconds=g.limits.cooldown_s) if inc.kind == "gitops_drift" else min_quiet
         if now - inc.last_seen_at < quiet:
             continue
@@ -451,6 +478,8 @@ def correlate(deps: Deps, state: CycleState) -> CycleState:
                     closed = deps.prs.close(pr=pr, comment=f"{inc.kind} on {inc.service} resolved before merge; closing.")
                     closed = closed.model_copy(update={"updated_at": now})
                     store.save_pr(closed)
+                    slack_outcome(deps, closed, f"Closed by remediator: {inc.kind} on {inc.service} resolved "
+                                                f"before merge ({now:%Y-%m-%d %H:%M}Z). Nothing to approve.")
                     _audit(deps, state, "correlate", "pr_closed", closed.id, branch=closed.branch,
                            reason=f"{inc.id} resolved before merge")
                 except ToolError as e:
@@ -728,9 +757,15 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
             from tools.slack import pr_message_blocks, pr_message_text
 
             try:
-                ts = deps.notifier.notify(channel=deps.settings.slack.channel, text=pr_message_text(pr=pr, incidents=incidents),
-                                          blocks=pr_message_blocks(pr=pr, incidents=incidents, plan=lead))
-                deps.store.set_kv(f"slack.pr_msg:{pr.id}", ts or "posted")
+                text = pr_message_text(pr=pr, incidents=incidents)
+                blocks = pr_message_blocks(pr=pr, incidents=incidents, plan=lead)
+                post = getattr(deps.notifier, "post_message", None)
+                if post is not None:  # keep channel id + ts so the message can show later outcomes
+                    m = post(channel=deps.settings.slack.channel, text=text, blocks=blocks)
+                    ref = json.dumps({"channel": m.channel, "ts": m.ts})
+                else:
+                    ref = deps.notifier.notify(channel=deps.settings.slack.channel, text=text, blocks=blocks) or "posted"
+                deps.store.set_kv(f"slack.pr_msg:{pr.id}", ref)
             except ToolError as e:
                 errors.append(err("notify", deps.settings.slack.channel, f"cannot post the approval message: {e}"))
         if deps.checkpointer is not None:

@@ -293,7 +293,7 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
             if not token:
                 raise ConfigError("slack.enabled is true but no token: set REMEDIATOR_SLACK__BOT_TOKEN "
                                   "or slack.bot_token_file")
-            slack = SlackNotifier(token=token)
+            slack = SlackNotifier(token=token, base_url=settings.slack.api_url)
         if not settings.slack.approvers:
             log.warning("slack.approvers is empty: every Approve / Reject click will be refused")
     handler = _Interactions(deps_factory=deps_factory, settings=settings, slack=slack, signature=signature)

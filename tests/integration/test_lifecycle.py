@@ -249,3 +249,23 @@ def test_an_approving_review_in_the_host_lands_the_pr(ws: tuple[Path, Path, date
     (d,) = deps.store.list_decisions(incident_id=inc["id"])
     assert d.source == "pr_review" and d.actor == "local:grace"
     assert "maxReplicas: 3" in git.Repo(remote).git.show("main:apps/ml-serving/image-captioner.yaml")
+
+
+def test_a_late_approval_does_not_revive_a_resolved_incident(ws: tuple[Path, Path, datetime]) -> None:
+    from agents.approvals import decide
+    from agents.config import ConfigError
+
+    cfg, _, now = ws
+    inc = _cost(cycle(cfg, now))
+    assert inc is not None
+
+    def recovered(signal: str, kw: dict, res):  # type: ignore[no-untyped-def]
+        return flatten_tail(res, 8) if signal == "workload_cost" and kw["name"] == "image-captioner" else res
+
+    r = cycle(cfg, now + timedelta(hours=1), rewrite=recovered)
+    assert next(i for i in r["incidents"] if i["id"] == inc["id"])["status"] == "resolved"
+    deps = build_deps(load_settings(cfg))
+    with pytest.raises(ConfigError, match="already resolved"):
+        decide(deps, incident_id=inc["id"], verdict="approve", actor="late", source="slack")
+    assert deps.store.get_incident(inc["id"]).status == "resolved"  # type: ignore[union-attr]
+    assert deps.store.list_decisions(incident_id=inc["id"]) == []
