@@ -54,9 +54,9 @@ from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
 from tools.detectors.fairness import FairnessInput, detect_fairness
 from tools.detectors.oob import detect_oob_writes
 from tools.errors import PermanentError, TemporaryError, ToolError
+from tools.kustomize import apply_edits as apply_kustomize_edits
 from tools.protocols import AuditLog, GitOpsRepo, MetricsSource, Notifier, PullRequests
 from tools.results import AuditEvent, ManifestDoc, SignalResult
-from tools.yamledit import apply_edits
 
 log = logging.getLogger("remediator.cycle")
 T = TypeVar("T")
@@ -130,8 +130,52 @@ def _audit(deps: Deps, state: CycleState, stage: str, action: str, subject: str 
 
 # ----------------------------------------------------------------------------- snapshot helpers
 
+EFFECTIVE_FIELDS = {
+    "MultimodalInferenceService": [("spec", "autoscaling", "minReplicas"), ("spec", "autoscaling", "maxReplicas"),
+                                   ("spec", "modelRef", "version"), ("spec", "modelRef", "path")],
+    "HorizontalPodAutoscaler": [("spec", "minReplicas"), ("spec", "maxReplicas")],
+}
+
+
 def _docs(state: CycleState) -> list[ManifestDoc]:
-    return [ManifestDoc(**m) for m in state["snapshot"]["manifests"]]
+    """The manifests as deployed: a value a kustomize overlay patches replaces the base's."""
+    eff = state["snapshot"].get("effective") or {}
+    docs = []
+    for m in state["snapshot"]["manifests"]:
+        d = ManifestDoc(**m)
+        for key, value in eff.items():
+            file, kind, name, path = key.split("|", 3)
+            if (file, kind, name) == (d.file, d.kind, d.name):
+                node = d.body
+                keys = path.split(".")
+                for k in keys[:-1]:
+                    node = node.setdefault(k, {}) if isinstance(node, dict) else {}
+                if isinstance(node, dict):
+                    node[keys[-1]] = value
+        docs.append(d)
+    return docs
+
+
+def _effective_values(deps: Deps, manifests: list[ManifestDoc], errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fields of the manifests whose deployed value an overlay sets differently (key file|kind|name|path)."""
+    read_tree = getattr(deps.repo, "read_tree", None)
+    if read_tree is None:
+        return {}
+    tree = read_tree()
+    if not any(f.rsplit("/", 1)[-1] in ("kustomization.yaml", "kustomization.yml", "Kustomization") for f in tree):
+        return {}
+    from tools import kustomize
+
+    out: dict[str, Any] = {}
+    for m in manifests:
+        for path in EFFECTIVE_FIELDS.get(m.kind, []):
+            base = dig(m.body, *path)
+            if base is None:
+                continue
+            loc = kustomize.effective_value(tree, file=m.file, doc_kind=m.kind, doc_name=m.name, path=path)
+            if loc.ok and loc.moved and loc.effective is not None and loc.effective != base:
+                out[f"{m.file}|{m.kind}|{m.name}|{'.'.join(path)}"] = loc.effective
+    return out
 
 
 def _workloads(state: CycleState) -> dict[str, Workload]:
@@ -174,11 +218,12 @@ def observe(deps: Deps, state: CycleState) -> CycleState:
     events = [e for e in events if e.at <= now]
 
     _refresh_prs(deps, state, errors)
-    _audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests),
+    effective = _effective_values(deps, snap.manifests, errors)
+    _audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests), overlays=len(effective),
            audit_events=len(events), problems=len(snap.problems))
     return {
         "snapshot": {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
-                     "budgets": snap.budgets, "guardrails": snap.guardrails},
+                     "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective},
         "audit_events": [_event_dict(e) for e in events],
         "audit_cursor": new_cursor,
         "errors": errors,
@@ -517,8 +562,12 @@ def verify(deps: Deps, state: CycleState) -> CycleState:
             errors.append(err("verify", inc.id, "remediation did not work but there is nothing to revert"))
             continue
         branch = "remediator/revert/" + pr.branch.split("/", 2)[-1].replace("/", "-")
+        edits, _, problem = _relocate(deps, state, edits)
+        if problem:
+            errors.append(err("verify", inc.id, f"cannot place the revert: {problem}"))
+            continue
         try:
-            files = {f: apply_edits(deps.repo.read_file(path=f) or "", [e for e in edits if e.file == f])
+            files = {f: apply_kustomize_edits(deps.repo.read_file(path=f) or "", [e for e in edits if e.file == f])
                      for f in sorted({e.file for e in edits})}
             title = f"remediator: revert {pr.title.removeprefix('remediator: ')}"[:200]
             body = (f"## Revert of {pr.url or pr.branch}\n\nThe remediation merged in `{pr.branch}` did not bring "
@@ -715,17 +764,22 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
             for e in x.edits:
                 edits.setdefault(_edit_key(e), e)
         lead = plans[0] if plans else p
+        moved, notes, problem = _relocate(deps, state, list(edits.values()))
+        if problem:
+            errors.append(err("propose", inc.service, f"not edited (notify only): {problem}"))
+            continue
         files: dict[str, str] = {}
         try:
-            for fname in sorted({e.file for e in edits.values()}):
+            for fname in sorted({e.file for e in moved}):
                 text = deps.repo.read_file(path=fname)
                 if text is None:
                     raise PermanentError(f"{fname} is not in the base branch any more")
-                files[fname] = apply_edits(text, [e for e in edits.values() if e.file == fname])
+                files[fname] = apply_kustomize_edits(text, [e for e in moved if e.file == fname])
         except ToolError as e:
             errors.append(err("propose", inc.service, f"cannot edit: {e}"))
             continue
-        combined = lead.model_copy(update={"edits": tuple(edits.values())})
+        combined = lead.model_copy(update={"edits": tuple(moved), "rationale": lead.rationale + "".join(
+            f" {n}." for n in notes)})
         title = pr_title(combined, incidents)
         body = pr_body(combined, incidents, deps.playbooks.get(lead.playbook), plans)
         if deps.dry_run:
@@ -778,6 +832,19 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
                 deps.store.save_incident(i.model_copy(update={"status": "proposed", "updated_at": now}))
         pr_ids.append(pr.id)
     return {"pr_ids": sorted(set(pr_ids) | set(state.get("pr_ids", []))), "errors": errors}
+
+
+def _relocate(deps: Deps, state: CycleState, edits: list[FieldEdit]) -> tuple[list[FieldEdit], list[str], str]:
+    """Move each edit to where its value is really set (a kustomize overlay patch) when the repo
+    has overlays; an ambiguous location is a problem (the caller notifies instead of editing)."""
+    if not state["snapshot"].get("effective") or getattr(deps.repo, "read_tree", None) is None:
+        return edits, [], ""
+    from tools import kustomize
+
+    rel = kustomize.relocate(deps.repo.read_tree(), edits)  # type: ignore[attr-defined]
+    if not rel.ok:
+        return edits, [], "; ".join(rel.problems)
+    return list(rel.edits), list(rel.notes), ""
 
 
 def _dry_run_show(deps: Deps, branch: str, files: dict[str, str], title: str, body: str) -> None:

@@ -215,6 +215,21 @@ class GitRepo:
         return RepoSnapshot(commit=head, committed_at=self.git.committed_at(head), manifests=manifests,
                             budgets=budgets, guardrails=guardrails, problems=problems)
 
+    def read_tree(self) -> dict[str, str]:
+        """Repo path -> text of every YAML / JSON file at the synced head (for kustomize overlays)."""
+        root = self.git.workdir
+        out: dict[str, str] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != ".git")
+            for fn in filenames:
+                full = Path(dirpath) / fn
+                if fn.endswith((".yaml", ".yml", ".json")) and not full.is_symlink():
+                    try:
+                        out[full.relative_to(root).as_posix()] = full.read_text(encoding="utf-8")
+                    except (OSError, UnicodeDecodeError):
+                        continue
+        return out
+
     def _yaml_files(self) -> list[str]:
         root = self.git.workdir
         found: list[str] = []

@@ -269,3 +269,28 @@ def test_a_late_approval_does_not_revive_a_resolved_incident(ws: tuple[Path, Pat
         decide(deps, incident_id=inc["id"], verdict="approve", actor="late", source="slack")
     assert deps.store.get_incident(inc["id"]).status == "resolved"  # type: ignore[union-attr]
     assert deps.store.list_decisions(incident_id=inc["id"]) == []
+
+
+def test_value_set_by_a_kustomize_patch_is_changed_in_the_patch(ws: tuple[Path, Path, datetime], tmp_path: Path) -> None:
+    cfg, remote, now = ws
+    clone = git.Repo.clone_from(str(remote), tmp_path / "k")
+    root = tmp_path / "k" / "apps" / "ml-serving"
+    (root / "kustomization.yaml").write_text((root / "kustomization.yaml").read_text()
+                                             + "patches:\n  - path: captioner-capacity.yaml\n")
+    (root / "captioner-capacity.yaml").write_text(
+        "# prod capacity for the captioner (quota agreed with the GPU pool owners)\n"
+        "apiVersion: ai.apexlogic.com/v1alpha1\nkind: MultimodalInferenceService\n"
+        "metadata:\n  name: image-captioner\n  namespace: ml-serving\n"
+        "spec:\n  autoscaling:\n    maxReplicas: 5  # was 6 in the base\n")
+    env = {"GIT_AUTHOR_NAME": "Sam", "GIT_AUTHOR_EMAIL": "sam@example.com",
+           "GIT_COMMITTER_NAME": "Sam", "GIT_COMMITTER_EMAIL": "sam@example.com"}
+    with clone.git.custom_environment(**env):
+        clone.git.add("-A")
+        clone.git.commit("-m", "captioner: prod cap via a kustomize patch")
+        clone.git.push("origin", "main")
+    r = cycle(cfg, now)
+    pr = next(p for p in r["pull_requests"] if p["branch"].startswith("remediator/cost-anomaly/"))
+    assert pr["files"] == ["apps/ml-serving/captioner-capacity.yaml"]
+    diff = git.Repo(remote).git.diff("-U0", f"main...{pr['branch']}")
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert changed == ["-    maxReplicas: 5  # was 6 in the base", "+    maxReplicas: 3  # was 6 in the base"]
