@@ -13,7 +13,7 @@ import logging
 import operator
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Annotated, Any, TypedDict, TypeVar
@@ -360,6 +360,7 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
             service=key, file=w.file, ts=c.first.timestamps, cost=c.first.values,
             replicas=r.first.values if r is not None and r.first is not None else None,
             request_rate=rr.first.values if rr is not None and rr.first is not None else None))
+    series = _with_anomaly_scores(deps, series, errors)
     cost_settings = CostSettings(min_duration_s=s.detection.min_duration.total_seconds(),
                                  min_ratio=s.detection.cost_min_ratio, z=s.detection.cost_z)
     findings += detect_cost_anomalies(series, cost_settings, stats)
@@ -448,6 +449,26 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
            findings=[{"kind": f.kind, "service": f.service, "severity": f.severity} for f in findings])
     return {"findings": [f.model_dump(mode="json") for f in findings], "evaluated": sorted(evaluated),
             "errors": errors}
+
+
+def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[dict[str, Any]]) -> list[WorkloadSeries]:
+    """Score every cost series of the cycle as one batch with the torch streaming detector."""
+    import numpy as np
+
+    from agents.scoring import score_batch
+
+    grids = {len(np.asarray(w.ts)) for w in series}
+    if len(grids) != 1:
+        return series
+    try:
+        ts = np.asarray(series[0].ts, dtype=np.float64)
+        values = np.vstack([np.asarray(w.cost, dtype=np.float64) for w in series])
+        scored = score_batch(deps.store, [w.service for w in series], ts, values)
+    except (RuntimeError, ValueError) as e:
+        errors.append(err("detect", "anomaly", f"streaming detector skipped: {e}"))
+        return series
+    return [replace(w, anomaly_scores=scored[w.service]["scores"], anomaly_alarm_ts=scored[w.service]["alarm_ts"])
+            for w in series]
 
 
 def _previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:

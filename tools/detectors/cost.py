@@ -42,6 +42,8 @@ class WorkloadSeries:
     cost: object               # $/h
     replicas: object | None = None
     request_rate: object | None = None
+    anomaly_scores: object | None = None      # the torch streaming detector's scores on the same grid
+    anomaly_alarm_ts: float | None = None     # when its score last crossed its alarm level
 
 
 def _nanmedian(a: Array, axis: int) -> Array:
@@ -169,9 +171,17 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
                 evidence["replicas_before_median"] = float(np.nanmedian(before))
             if np.isfinite(r[win]).any():
                 evidence["replicas_now"] = float(np.nanmax(r[win]))
+    if w.anomaly_scores is not None:
+        sc = np.asarray(w.anomaly_scores, dtype=np.float64)
+        if sc.shape == v.shape:
+            evidence["anomaly_score_max"] = round(float(np.nanmax(sc[win])) if np.isfinite(sc[win]).any() else 0.0, 4)
+        if w.anomaly_alarm_ts is not None and w.anomaly_alarm_ts >= float(ts[start]) - 3600:
+            evidence["anomaly_alarm_at"] = _iso(w.anomaly_alarm_ts)
     z_now = (actual - expected) / sigma
     severity: Severity = "critical" if ratio >= 2.5 else "warning"
     confidence = float(min(1.0, 0.5 + 0.5 * min(1.0, duration / (4 * settings.min_duration_s)) * min(1.0, z_now / (2 * settings.z))))
+    if "anomaly_alarm_at" in evidence:  # the streaming detector saw the onset too
+        confidence = max(confidence, 0.9)
     name = w.service
     return Finding(
         kind="cost_anomaly", service=name, severity=severity, detector="cost.seasonal_robust",
