@@ -8,6 +8,7 @@ fingerprint), so replaying a stage never opens a second PR.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import operator
@@ -801,8 +802,16 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
             continue
         combined = lead.model_copy(update={"edits": tuple(moved), "rationale": lead.rationale + "".join(
             f" {n}." for n in notes)})
-        title = pr_title(combined, incidents)
-        body = pr_body(combined, incidents, deps.playbooks.get(lead.playbook), plans)
+        # the body describes the change: while the change and its incidents stay the same, keep the
+        # PR's title and body as they were (no edit in the Git host every cycle for moving numbers)
+        change_key = hashlib.sha256(json.dumps(
+            [sorted(files.items()), [i.id for i in incidents]], default=str).encode()).hexdigest()
+        if target is not None and deps.store.get_kv(f"pr.change:{target.id}") == change_key:
+            title, body = target.title, target.body
+        else:
+            opened = _first_audit_seq(deps, [i.id for i in incidents])
+            title = pr_title(combined, incidents)
+            body = pr_body(combined, incidents, deps.playbooks.get(lead.playbook), plans, audit_seqs=opened)
         if deps.dry_run:
             deps.on_progress(f"dry-run: would publish {branch} ({', '.join(sorted(files))})")
             _dry_run_show(deps, branch, files, title, body)
@@ -819,6 +828,7 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
             continue
         pr = res.pr.model_copy(update={"title": title, "body": body, "files": tuple(sorted(files)),
                                        "incident_ids": tuple(i.id for i in incidents)})
+        deps.store.set_kv(f"pr.change:{pr.id}", change_key)
         if res.pushed:
             pr = pr.model_copy(update={"updated_at": now})
         if target is None or pr != target:
@@ -853,6 +863,17 @@ def propose(deps: Deps, state: CycleState) -> CycleState:
                 deps.store.save_incident(i.model_copy(update={"status": "proposed", "updated_at": now}))
         pr_ids.append(pr.id)
     return {"pr_ids": sorted(set(pr_ids) | set(state.get("pr_ids", []))), "errors": errors}
+
+
+def _first_audit_seq(deps: Deps, incident_ids: list[str]) -> list[int]:
+    """The audit entries that opened these incidents (stable references for the PR body)."""
+    key = "audit.opened:" + ",".join(incident_ids)
+    cached = deps.store.get_kv(key)
+    if cached:
+        return [int(x) for x in cached.split(",") if x]
+    seqs = [e.seq for e in deps.store.audit.entries() if e.action == "incident_opened" and e.subject in incident_ids]
+    deps.store.set_kv(key, ",".join(map(str, seqs)))
+    return seqs
 
 
 def _relocate(deps: Deps, state: CycleState, edits: list[FieldEdit]) -> tuple[list[FieldEdit], list[str], str]:

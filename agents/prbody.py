@@ -30,7 +30,7 @@ def _chart(ev: dict[str, Any]) -> str:
 
 
 def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook | None,
-            plans: list[RemediationPlan] | None = None) -> str:
+            plans: list[RemediationPlan] | None = None, audit_seqs: list[int] | None = None) -> str:
     lines = ["## What remediator saw", ""]
     for inc in incidents:
         lines.append(f"- **{inc.kind}** on `{inc.service}` ({inc.severity}): {inc.summary}")
@@ -48,7 +48,9 @@ def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook
     if playbook is not None:
         lines += [f"**Risk:** {playbook.risk}", "", f"**Roll back:** {playbook.rollback}", ""]
     lines += ["---", f"Incidents: {', '.join(i.id for i in incidents)} · plans "
-              f"{', '.join(x.id for x in plans or [plan])} · audit trail: `remediator incidents show <incident>`",
+              f"{', '.join(x.id for x in plans or [plan])}"
+              + (f" · audit entries {', '.join(f'#{n}' for n in audit_seqs)}" if audit_seqs else "")
+              + " · `remediator incidents show <incident>` for the whole trail",
               "Approve in Slack, by PR review, or `remediator decisions approve <incident>`. "
               "This PR was opened by remediator; it never writes to the cluster."]
     return "\n".join(lines)

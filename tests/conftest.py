@@ -1,4 +1,5 @@
-"""Shared test setup: no global git identity, no REMEDIATOR_* leaking in from the environment."""
+"""Shared test setup: no global git identity, no REMEDIATOR_* leaking in from the environment.
+`--live` runs the LLM evals against the real endpoint named by REMEDIATOR_LLM__BASE_URL/MODEL/API_KEY."""
 
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory):
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--live", action="store_true", default=False,
+                     help="run the LLM evals against the real OpenAI-compatible endpoint from REMEDIATOR_LLM__*")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--live", default=False):
+        os.environ["REMEDIATOR_EVAL_LIVE"] = "1"

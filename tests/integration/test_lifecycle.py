@@ -8,6 +8,7 @@ from pathlib import Path
 
 import git
 import pytest
+import yaml
 
 from agents.compose import build_deps, checkpoint_path
 from agents.config import load_settings
@@ -294,3 +295,40 @@ def test_value_set_by_a_kustomize_patch_is_changed_in_the_patch(ws: tuple[Path, 
     diff = git.Repo(remote).git.diff("-U0", f"main...{pr['branch']}")
     changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
     assert changed == ["-    maxReplicas: 5  # was 6 in the base", "+    maxReplicas: 3  # was 6 in the base"]
+
+
+def test_pr_body_is_decidable_and_stable_while_the_change_is(ws: tuple[Path, Path, datetime]) -> None:
+    from memory.store import Store
+
+    cfg, _, now = ws
+    inc = _cost(cycle(cfg, now))
+    assert inc is not None
+    store = Store.open(load_settings(cfg).memory.url)
+    (pr,) = [p for p in store.list_prs(statuses=["open"]) if inc["id"] in p.incident_ids]
+    body = pr.body
+    for needle in ("## What remediator saw", "xychart-beta", "maxReplicas", "`6` -> `3`", "**Why:**",
+                   "**Risk:**", "**Roll back:**", "Expected effect", inc["id"], "audit entries #"):
+        assert needle in body, needle
+    cycle(cfg, now + timedelta(minutes=5))  # evidence numbers move; the change does not
+    assert store.get_pr(pr.id).body == body  # type: ignore[union-attr]
+
+
+def test_an_llm_failure_falls_back_with_a_clear_line_in_the_report(ws: tuple[Path, Path, datetime]) -> None:
+    """An OpenAI-compatible endpoint that keeps answering 500: retried within limits, then the
+    deterministic planner decides, the report says why, and the PRs are the same."""
+    from tests.fakes.openai_server import ScriptedOpenAIServer
+
+    cfg, remote, now = ws
+    raw = yaml.safe_load(cfg.read_text())
+    with ScriptedOpenAIServer({"default": [{"fail": "500", "repeat": True}]}) as server:
+        raw["llm"] = {"provider": "openai", "base_url": server.base_url(), "model": "m", "timeout_s": 5}
+        cfg.write_text(yaml.safe_dump(raw))
+        settings = load_settings(cfg)
+        deps = build_deps(settings, replay_shift_to=now.replace(second=0))
+        deps.planner.llm._sleep = lambda s: None  # no real backoff waits in the test
+        with sqlite_checkpointer(checkpoint_path(settings)) as cp:
+            r = run_cycle(deps, cp, started_at=now)
+        assert len(server.requests()) >= 6  # 3 incidents x (1 try + retries)
+    lines = [e for e in r["errors"] if e["stage"] == "plan"]
+    assert lines and all("llm fallback" in e["message"] and "500" in e["message"] for e in lines)
+    assert {p["branch"].split("/")[1] for p in r["pull_requests"]} == {"cost-anomaly", "model-drift"}
