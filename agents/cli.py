@@ -98,23 +98,11 @@ def run_once(config: ConfigOpt, json_out: JsonOpt = False,
 
 
 def _print_report(r: dict[str, Any]) -> None:
-    out = typer.echo
-    out(f"cycle {r['cycle_id']} at {r['started_at']}")
-    out(f"findings: {len(r['findings'])}")
-    for f in r["findings"]:
-        out(f"  [{f['severity']}] {f['kind']} {f['service']}: {f['summary']}")
-    out(f"incidents: {len(r['incidents'])}")
-    for i in r["incidents"]:
-        out(f"  {i['id']} {i['kind']} {i['service']} {i['severity']} {i['status']}")
-    out(f"pull requests: {len(r['pull_requests'])}")
-    for p in r["pull_requests"]:
-        out(f"  {p['id']} {p['status']} {p['branch']} {', '.join(p['files'])}")
-    for n in r["notifications"]:
-        out(f"  notified {n['channel']}: {n['summary'][:200]}")
-    if r["errors"]:
-        out(f"errors: {len(r['errors'])}")
-        for e in r["errors"]:
-            out(f"  {e['stage']} {e['source']}: {e['message']}")
+    from agents.report import report_lines
+
+    typer.echo(f"cycle {r['cycle_id']} at {r['started_at']}")
+    for line in report_lines(r):
+        typer.echo(line)
 
 
 @app.command()

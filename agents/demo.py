@@ -22,6 +22,7 @@ import yaml
 from agents.compose import build_deps, checkpoint_path
 from agents.config import ConfigError, validate_settings
 from agents.graph import run_cycle, sqlite_checkpointer
+from agents.report import report_lines
 from tools.seed import Snapshot, branch_diff, list_branches, seed_bare_remote
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "config" / "demo"
@@ -120,16 +121,5 @@ def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False)
 
 
 def _summary(out: Any, r: dict[str, Any]) -> None:
-    out(f"  findings: {len(r['findings'])}")
-    for f in r["findings"]:
-        out(f"    [{f['severity']}] {f['kind']}: {f['summary']}")
-    out(f"  incidents: {len(r['incidents'])}")
-    for i in r["incidents"]:
-        out(f"    {i['id']}  {i['kind']:<18} {i['service']:<32} {i['status']}")
-    out(f"  pull requests: {len(r['pull_requests'])}")
-    for p in r["pull_requests"]:
-        out(f"    {p['id']}  {p['status']:<6} {p['branch']}  {p['url']}")
-    for n in r["notifications"]:
-        out(f"  notified ({n['channel']}): {n['summary'][:240]}")
-    for e in r["errors"]:
-        out(f"  error [{e['stage']}] {e['source']}: {e['message']}")
+    for line in report_lines(r, indent="  "):
+        out(line)
