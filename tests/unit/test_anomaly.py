@@ -107,6 +107,65 @@ def test_state_carried_between_cycles_equals_one_pass() -> None:
     assert set(torch.load(buf, weights_only=True)) == set(state)
 
 
+def test_value_beyond_the_range_seen_is_found() -> None:
+    # Numenta's "spatial anomaly": a value outside everything seen (plus 5 % of the range) scores 1
+    x = seasonal(n=4 * P, seed=11)
+    x[3 * P + 7] = x[: 3 * P].max() * 1.3
+    s, _ = det().score(x[None, :], steps_per_day=P)
+    assert s[0, 3 * P + 7] == 1.0
+    assert s[0, P:3 * P].max() < ALARM
+
+
+def test_record_gate_smaller_bursts_soon_after_a_big_one_are_not_news(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(12)
+    x = 10.0 + rng.normal(0, 0.2, 8 * P)
+    x[2 * P: 2 * P + 6] += 8.0                   # a big burst ...
+    small = [2 * P + 250, 2 * P + 500, 2 * P + 750]
+    for b in small:                              # ... then smaller ones within ~3 days (no steps_per_day here)
+        x[b: b + 6] += 2.0
+    x[6 * P: 6 * P + 6] += 16.0                  # a bigger one is news again
+    s, _ = det().score(x[None, :])
+    assert s[0, 2 * P: 2 * P + 12].max() >= ALARM
+    assert max(s[0, b: b + 12].max() for b in small) < ALARM
+    assert s[0, 6 * P: 6 * P + 12].max() >= ALARM
+    import tools.detectors.anomaly as mod
+    monkeypatch.setattr(mod, "RECORD_GATE", False)
+    s_off, _ = det().score(x[None, :])
+    assert max(s_off[0, b: b + 12].max() for b in small) >= ALARM   # without the gate they do alarm
+
+
+def test_weekly_gate_a_weekly_pattern_is_not_news(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = seasonal(n=15 * P, seed=14)
+    for day in (6, 13):                          # the same busy evening once a week
+        x[day * P + 200: day * P + 240] += 3.0
+    s, _ = det().score(x[None, :], steps_per_day=P)
+    assert s[0, 6 * P + 200: 6 * P + 240].max() >= ALARM          # the first time it is news
+    assert s[0, 13 * P + 190: 13 * P + 250].max() < ALARM         # a week later it is the same as last week
+    import tools.detectors.anomaly as mod
+    monkeypatch.setattr(mod, "WEEK_GATE", False)
+    s_off, _ = det().score(x[None, :], steps_per_day=P)
+    assert s_off[0, 13 * P + 190: 13 * P + 250].max() >= ALARM
+
+
+def test_state_from_version_1_is_upgraded() -> None:
+    x = np.stack([seasonal(seed=i) for i in range(2)])
+    d = det()
+    _, state = d.score(x[:, : 3 * P], steps_per_day=P)
+    old = {k: v for k, v in state.items() if k not in ("vmin", "vmax", "nr", "gmax")}
+    old["version"] = 1
+    # a version-1 ring held one day: the last P samples, at position step % P
+    steps = int(state["steps"][0])
+    old["buf"] = torch.stack([torch.as_tensor(x[i, steps - P: steps], dtype=torch.float32) - state["ref"][i]
+                              for i in range(2)])
+    for k in ("scale", "short", "mu", "var", "nf"):                 # version 1 had 3 features, not 4
+        old[k] = state[k][:3]
+    old["buf"] = torch.roll(old["buf"], shifts=steps % P, dims=1)
+    s, new = d.score(x[:, 3 * P:], state=old, steps_per_day=P)
+    assert new["version"] == state["version"] and set(new) == set(state)
+    assert new["buf"].shape == state["buf"].shape                  # the seasonal ring widened to a week
+    assert np.all((s >= 0) & (s <= 1)) and s[:, :P].max() < ALARM   # the range is learnt again, quietly
+
+
 def test_series_of_different_lengths_in_one_batch() -> None:
     a, b = seasonal(n=3 * P, seed=5), seasonal(n=2 * P, seed=6)
     batch = np.full((2, 3 * P), np.nan)

@@ -2,19 +2,32 @@
 
 ``StreamingAnomalyDetector.score(values [S, T], ...) -> (scores [S, T] in [0, 1], state)``
 
-The method (chosen on NAB evidence, see bench/README.md) is an ensemble of three causal
-"surprise" signals per series, each turned into an anomaly likelihood, with alarm suppression:
+The method (chosen on NAB evidence, see bench/README.md) is an ensemble of four causal
+"surprise" signals per series, each turned into an anomaly likelihood, with gates and alarm
+suppression:
 
 1. level: |x - m| / s, with m an EWMA of the series and s an EWMA of the winsorised |x - m|;
 2. seasonal: |x - x(t - P)| / s_P, P = steps per day (skipped when unknown or not yet seen);
-3. change: |x - x_prev| / s_D, the jump from the previous sample.
+3. change: |x - x_prev| / s_D, the jump from the previous sample;
+4. weekly: |x - x(t - 7P)| / s_W, once a week has been seen.
 
 Each surprise z is squashed (log1p) and averaged over a few samples (short EWMA); its long-run
-mean and variance (slow EWMA) give a Gaussian tail likelihood (Numenta's anomaly likelihood).
-The score is the largest likelihood, log-scaled to spread the top end. A series is scored after
-max(WARMUP samples, one day); every feature scale is floored at 1 % of the level scale. After a score crosses
-``ALARM`` the series is quiet for ``REFRACTORY`` samples (its scores are damped), so a single
-event is reported once.
+mean and variance (slow EWMA, about Numenta's 8640-sample history) give a Gaussian tail
+probability (Numenta's anomaly likelihood; the tail is computed directly with erfc so it keeps
+its precision in float32). Two gates drop what is not news:
+
+- record gate: a feature counts only while its averaged surprise exceeds the largest one this
+  series has had, that maximum decaying with a half-life of RECORD_HL_DAYS: a smaller burst soon
+  after a big one is not news, a bigger one is (the surprise is log-squashed, so "smaller" must be
+  clearly smaller: half the jump is forgotten within a few days);
+- seasonal gates: when the daily (weekly) signal exists, a point counts only if it is also
+  unusual against the same time one day (one week) earlier (likelihood >= SEASON_GATE).
+
+The score is the smallest remaining tail probability, log-scaled (log(p + eps) / log(eps)).
+A value outside the range seen so far by more than SPATIAL_TOL of that range scores 1
+(Numenta's NAB "spatial anomaly"). A series is scored after max(WARMUP samples, one day); every
+feature scale is floored at 1 % of the level scale. After a score crosses ``ALARM`` the series is
+quiet for REFRACTORY_DAYS (its scores are damped), so a single event is reported once.
 
 Everything is causal (a score uses only the samples up to it), batched over series
 ([S, T] tensors, float32), runs on cuda when present else CPU, and carries its state between
@@ -48,26 +61,25 @@ ALPHA_LEVEL = 0.02        # level EWMA (about 50 samples)
 ALPHA_SCALE = 0.01        # scale EWMAs (about 100 samples)
 WINSOR = 6.0              # scale updates see |residual| clipped at WINSOR x scale
 ALPHA_SHORT = 0.15        # short average of the surprise (about 7 samples)
-ALPHA_LONG = 0.002        # long-run distribution of the averaged surprise (about 500 samples)
+ALPHA_LONG = 1.0 / 8640   # long-run distribution of the averaged surprise (Numenta: 8640-sample history)
 WARMUP = 30               # samples before a series is scored at all
 ALARM = 0.5               # score at which an alarm is raised (likelihood 1 - 1e-5)
-REFRACTORY_DAYS = 2.0     # quiet time after an alarm, in days when steps_per_day is known ...
+REFRACTORY_DAYS = 0.5     # quiet time after an alarm, in days when steps_per_day is known ...
 REFRACTORY_STEPS = 144    # ... else in samples
 DAMP = 0.1                # scores inside the quiet time are multiplied by this
 SEASON_MIN_DAYS = 1       # seasonal signal only once one full period is in the buffer
+WEEK_DAYS = 7             # weekly signal: the same time this many days earlier
 SCALE_FLOOR = 0.01        # feature scales never below 1 % of the level scale
 LOG_EPS = 1e-10           # score = log(1 - L + eps) / log(eps)
 Z_CAP = 1e4
-SPATIAL_TOL = 0.05        # a value beyond the range seen so far by this fraction of it ...
-SPATIAL_SCORE = 1.0       # ... scores at least this (Numenta's NAB "spatial anomaly"); 0 = off
-CTX_LEVELS = 8            # contextual novelty: values quantised into this many levels of the range seen
-CTX_K = 7                 # contexts = the last 1..CTX_K quantised values
-CTX_BUCKETS = 1 << 14     # hashed "seen" table per series
-CTX_WEIGHT = 0.0          # novelty score = CTX_WEIGHT x fraction of the current contexts never seen; 0 = off
-CTX_POW = 1.0
-COMBINE = "seasongate"
-GATE = 0.5
-GATE_DAMP = 0.9
+STATE_VERSION = 2
+SPATIAL_TOL = 0.05        # a value beyond the range seen so far by more than this fraction of it
+                          # scores 1 (Numenta's NAB "spatial anomaly", same tolerance)
+SEASON_GATE = 0.5         # with a seasonal signal, only points whose seasonal likelihood is >= this score
+RECORD_GATE = True        # (switches kept for the ablation in bench/README.md)
+WEEK_GATE = True          # the seasonal gate also against the same time one week earlier, once a week is seen
+RECORD_HL_DAYS = 7.0      # "record" gate: a feature only scores when its averaged surprise beats its own
+RECORD_HL_STEPS = 2016    # past maximum, which decays with this half-life (days if known, else samples)
 
 
 def steps_per_day(ts: object) -> int:
@@ -131,7 +143,7 @@ def _counter_increase(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 class StreamingAnomalyDetector:
     """Batched, causal, stateful anomaly scores for [series, time] arrays."""
 
-    N_FEATURES = 3
+    N_FEATURES = 4
 
     def __init__(self, device: str | torch.device | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
@@ -146,31 +158,41 @@ class StreamingAnomalyDetector:
             p = np.where(np.isfinite(p), p, 0).astype(np.int64)
             per[:] = p if p.size == s else (p[0] if p.size else 0)
         per = np.clip(per, 0, 100_000)
-        buf_len = int(max(1, per.max())) if per.size else 1
+        buf_len = int(max(1, per.max() * WEEK_DAYS)) if per.size else 1
 
         def z() -> torch.Tensor:
             return torch.zeros(s, device=dev, dtype=dt)
 
-        f = self.N_FEATURES + (1 if CTX_WEIGHT > 0 else 0)
+        f = self.N_FEATURES
         return {
-            "version": 1,
+            "version": STATE_VERSION,
             "period": torch.as_tensor(per, device=dev),
             "ref": z(), "has_ref": torch.zeros(s, device=dev, dtype=torch.bool),
             "n": z(), "steps": torch.zeros(s, device=dev, dtype=torch.int64),
-            "last": z(), "level": z(), "scale": torch.zeros(self.N_FEATURES, s, device=dev, dtype=dt),
+            "last": z(), "level": z(), "scale": torch.zeros(f, s, device=dev, dtype=dt),
             "short": torch.zeros(f, s, device=dev, dtype=dt), "mu": torch.zeros(f, s, device=dev, dtype=dt),
             "var": torch.ones(f, s, device=dev, dtype=dt), "nf": torch.zeros(f, s, device=dev, dtype=dt),
             "quiet": torch.zeros(s, device=dev, dtype=torch.int64),
-            "vmin": torch.full((s,), float("inf"), device=dev, dtype=dt),
+            "vmin": torch.full((s,), float("inf"), device=dev, dtype=dt), "nr": z(),
             "vmax": torch.full((s,), float("-inf"), device=dev, dtype=dt),
+            "gmax": torch.zeros(f, s, device=dev, dtype=dt),
             "buf": torch.full((s, buf_len), float("nan"), device=dev, dtype=dt),
-            "ctx": torch.zeros(s, device=dev, dtype=torch.int64),
-            "clen": torch.zeros(s, device=dev, dtype=torch.int64),
-            "seen": torch.zeros((s, CTX_BUCKETS if CTX_WEIGHT > 0 else 1), device=dev, dtype=torch.bool),
         }
 
     def _state_to(self, state: State) -> State:
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+
+    def _widen(self, buf: torch.Tensor, steps: torch.Tensor, width: int) -> torch.Tensor:
+        """The ring buffer ``buf`` (position = step % its width) re-laid out for a wider ring."""
+        olen = buf.shape[1]
+        if olen >= width:
+            return buf
+        back = steps[:, None] - torch.arange(1, olen + 1, device=self.device)[None, :]   # last olen steps
+        vals = buf.gather(1, torch.remainder(back, olen))
+        vals = torch.where(back >= 0, vals, torch.full_like(vals, float("nan")))
+        out = torch.full((buf.shape[0], width), float("nan"), device=self.device, dtype=buf.dtype)
+        out.scatter_(1, torch.remainder(back, width), vals)
+        return out
 
     # ---------------------------------------------------------------- scoring
     def score(self, values: object, lengths: object = None, state: State | None = None,
@@ -198,6 +220,15 @@ class StreamingAnomalyDetector:
             state = self.init_state(n_s, steps_per_day)
         else:
             state = self._state_to(dict(state))
+            if state.get("version") != STATE_VERSION:  # an older state: add the keys it lacks
+                fresh = self.init_state(n_s, state["period"].cpu().numpy())
+                for k, v in fresh.items():
+                    state.setdefault(k, v)
+                state["buf"] = self._widen(state["buf"], state["steps"], fresh["buf"].shape[1])
+                for k in ("scale", "short", "mu", "var", "nf", "gmax"):   # version 1 had 3 features
+                    if state[k].shape[0] < fresh[k].shape[0]:
+                        state[k] = torch.cat([state[k], fresh[k][state[k].shape[0]:]])
+                state["version"] = STATE_VERSION
         out = np.zeros((n_s, n_t), dtype=np.float64)
         if n_s == 0 or n_t == 0:
             return out, state
@@ -238,6 +269,9 @@ class StreamingAnomalyDetector:
         rows = torch.arange(n_s, device=dev)
         refr = torch.where(period > 0, (period.to(torch.float64) * REFRACTORY_DAYS).round().to(torch.int64),
                            torch.full_like(period, REFRACTORY_STEPS))
+        hl = torch.where(period > 0, period.to(torch.float64) * RECORD_HL_DAYS,
+                         torch.full_like(period, RECORD_HL_STEPS, dtype=torch.float64))
+        rec_decay = torch.exp(-math.log(2.0) / hl).to(dt)
         log_eps = math.log(LOG_EPS)
         one = torch.ones((), device=dev, dtype=dt)
         tiny = torch.tensor(1e-30, device=dev, dtype=dt)
@@ -247,13 +281,7 @@ class StreamingAnomalyDetector:
         n, last, level = st["n"], st["last"], st["level"]
         scale, short, mu, var, nf = st["scale"], st["short"], st["mu"], st["var"], st["nf"]
         steps, quiet = st["steps"], st["quiet"]
-        vmin, vmax = st["vmin"], st["vmax"]
-        ctx, clen, seen_tab = st["ctx"], st["clen"], st["seen"]
-        use_ctx = CTX_WEIGHT > 0
-        if use_ctx:
-            kk = torch.arange(1, CTX_K + 1, device=dev, dtype=torch.int64)
-            lpow = torch.tensor([CTX_LEVELS ** k for k in range(1, CTX_K + 1)], device=dev, dtype=torch.int64)
-            lfull = CTX_LEVELS ** CTX_K
+        vmin, vmax, nr, gmax = st["vmin"], st["vmax"], st["nr"], st["gmax"]
         z = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=dt)
         zok = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=torch.bool)
         for t in range(n_t):
@@ -268,84 +296,70 @@ class StreamingAnomalyDetector:
             prev = buf[rows, pos]
             s_ok = has_season & (steps >= period * SEASON_MIN_DAYS) & torch.isfinite(prev)
             d_season = torch.where(s_ok, v - prev, torch.zeros((), device=dev, dtype=dt))
-            d = torch.stack([d_level, d_season, d_change])
+            prevw = buf[rows, torch.remainder(steps - WEEK_DAYS * period, blen)]
+            w_ok = has_season & (steps >= WEEK_DAYS * period) & torch.isfinite(prevw)
+            d_week = torch.where(w_ok, v - prevw, torch.zeros((), device=dev, dtype=dt))
+            d = torch.stack([d_level, d_season, d_change, d_week])
             ad = d.abs()
             # every scale is floored at SCALE_FLOOR x the level scale: a noise-free seasonal series
             # (seasonal residual ~ float rounding) does not turn rounding into surprise
             floor = torch.maximum(scale[0] * SCALE_FLOOR, tiny)
             z = torch.clamp(ad / torch.maximum(scale, floor), max=Z_CAP)
             z = torch.where(ad == 0, torch.zeros((), device=dev, dtype=dt), z)
-            zok = torch.stack([seen, s_ok, seen]) & ok
+            zok = torch.stack([seen, s_ok, seen, w_ok]) & ok
             warm = n >= warm_n
-            if use_ctx:
-                rng_ = vmax - vmin
-                qf = torch.where(rng_ > 0, (v - vmin) / torch.where(rng_ > 0, rng_, one) * CTX_LEVELS,
-                                 torch.zeros((), device=dev, dtype=dt))
-                q = torch.clamp(qf.floor(), 0, CTX_LEVELS - 1).to(torch.int64)
-                ctx_new = (ctx * CTX_LEVELS + q) % lfull
-                clen_new = torch.clamp(clen + 1, max=CTX_K)
-                sub = ctx_new[None, :] % lpow[:, None]                        # [K, S]
-                idx = ((sub * 1000003 + kk[:, None] * 7919) % CTX_BUCKETS).T   # [S, K]
-                was = seen_tab.gather(1, idx)
-                kval = (kk[None, :] <= clen_new[:, None]) & ok[:, None]
-                novel = (~was & kval).sum(1).to(dt) / CTX_K
-                seen_tab.scatter_(1, idx, was | kval)
-                ctx = torch.where(ok, ctx_new, ctx)
-                clen = torch.where(ok, clen_new, clen)
             # --- likelihood
             g = torch.log1p(z)
-            if use_ctx:
-                g = torch.cat([g, novel[None, :]])
-                zok = torch.cat([zok, (ok & (clen_new >= 1))[None, :]])
             short_new = torch.where(zok, short + ALPHA_SHORT * (g - short), short)
             std = torch.sqrt(torch.clamp(var, min=1e-6))
             zz = (short_new - mu) / std
-            lik = 0.5 * torch.erfc(-zz / math.sqrt(2.0))
-            lik = torch.where(zok & (nf >= WARMUP) & (zz > 0), lik, torch.zeros((), device=dev, dtype=dt))
-            if COMBINE == "max":
-                lmax = lik.max(dim=0).values
-            elif COMBINE == "min":
-                lmax = torch.where(zok, lik, one).min(dim=0).values
-                lmax = torch.where(zok.any(0), lmax, torch.zeros((), device=dev, dtype=dt))
-            elif COMBINE == "seasongate":
-                lmax = lik.max(dim=0).values
-                lmax = torch.where(zok[1], torch.minimum(lmax, lik[1] * 0 + torch.where(lik[1] >= GATE, one, lmax * GATE_DAMP)), lmax)
-            else:  # mean
-                lmax = (lik * zok).sum(0) / torch.clamp(zok.sum(0), min=1)
-            sc = torch.log(torch.clamp(one - lmax + LOG_EPS, min=LOG_EPS)) / log_eps
-            if SPATIAL_SCORE > 0:
-                tol = (vmax - vmin) * SPATIAL_TOL
-                spatial = (vmax > vmin) & ((v > vmax + tol) | (v < vmin - tol))
-                sc = torch.where(spatial, torch.clamp(sc, min=SPATIAL_SCORE), sc)
+            # tail probability 1 - likelihood, computed directly (erfc) so that it keeps its precision
+            # in float32 far into the tail instead of rounding 1 - L to 0
+            tail = 0.5 * torch.erfc(zz / math.sqrt(2.0))
+            tail = torch.where(zok & (nf >= WARMUP) & (zz > 0), tail, one)
+            # record gate: a surprise no larger than one this series already had (recently) is not news
+            if RECORD_GATE:
+                tail = torch.where(short_new > gmax, tail, one)
+            tmin = tail.min(dim=0).values
+            # seasonal gate: what looks like the same time of the previous day is not news either
+            tmin = torch.where(zok[1] & (tail[1] > 1.0 - SEASON_GATE), one, tmin)
+            if WEEK_GATE:  # ... nor what looks like the same time of the previous week
+                tmin = torch.where(zok[3] & (tail[3] > 1.0 - SEASON_GATE), one, tmin)
+            sc = torch.clamp(torch.log(tmin + LOG_EPS) / log_eps, min=0.0)
+            tol = (vmax - vmin) * SPATIAL_TOL
+            # (nr: samples in the range; = n, except for a state upgraded from version 1, whose range
+            # must first be learnt for warm_n samples)
+            spatial = (nr >= warm_n) & (vmax > vmin) & ((v > vmax + tol) | (v < vmin - tol))
+            sc = torch.where(spatial, one, sc)
             sc = torch.where(ok & warm, sc, torch.zeros((), device=dev, dtype=dt))
             in_quiet = quiet > 0
             sc = torch.where(in_quiet, sc * DAMP, sc)
             alarm = (sc >= ALARM) & ~in_quiet
             scores[:, t] = sc
             # --- updates (only where the sample is valid)
-            upd = zok[: self.N_FEATURES]
+            upd = zok
             dm = short_new - mu
             a_long = torch.clamp(1.0 / (nf + 1.0), min=ALPHA_LONG)
-            mu = torch.where(zok, mu + a_long * dm, mu)
-            var = torch.where(zok, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), torch.zeros_like(var)), var)
-            nf = torch.where(zok, nf + 1, nf)
+            mu = torch.where(upd, mu + a_long * dm, mu)
+            var = torch.where(upd, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), torch.zeros_like(var)), var)
+            gmax = torch.where(upd & (nf >= WARMUP), torch.maximum(gmax * rec_decay, short_new), gmax)
+            nf = torch.where(upd, nf + 1, nf)
             short = short_new
             clip = torch.where(scale > 0, WINSOR * scale, ad)
             adw = torch.minimum(ad, torch.where(n >= WARMUP, clip, ad))
-            nf3 = nf[: self.N_FEATURES]
-            alpha_s = torch.where(nf3 < WARMUP, 1.0 / (nf3 + 1.0), torch.full_like(nf3, ALPHA_SCALE))
+            alpha_s = torch.where(nf < WARMUP, 1.0 / (nf + 1.0), torch.full_like(nf, ALPHA_SCALE))
             scale = torch.where(upd, scale + alpha_s * (adw - scale), scale)
             alpha_l = torch.clamp(1.0 / (n + 1.0), min=ALPHA_LEVEL)
             level = torch.where(ok, torch.where(seen, level + alpha_l * d_level, v), level)
             last = torch.where(ok, v, last)
             vmin = torch.where(ok, torch.minimum(vmin, v), vmin)
             vmax = torch.where(ok, torch.maximum(vmax, v), vmax)
+            nr = torch.where(ok, nr + 1, nr)
             n = torch.where(ok, n + 1, n)
             quiet = torch.where(live, torch.where(alarm, refr, torch.clamp(quiet - 1, min=0)), quiet)
             wpos = torch.remainder(steps, blen)
             buf[rows, wpos] = torch.where(live, torch.where(ok, v, torch.full_like(v, float("nan"))), buf[rows, wpos])
             steps = torch.where(live, steps + 1, steps)
         st.update(n=n, last=last, level=level, scale=scale, short=short, mu=mu, var=var, nf=nf,
-                  steps=steps, quiet=quiet, buf=buf, vmin=vmin, vmax=vmax,
-                  ctx=ctx, clen=clen, seen=seen_tab)
+                  steps=steps, quiet=quiet, buf=buf, vmin=vmin, vmax=vmax, nr=nr, gmax=gmax)
         return scores
