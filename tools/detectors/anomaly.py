@@ -11,7 +11,8 @@ suppression:
 3. change: |x - x_prev| / s_D, the jump from the previous sample;
 4. weekly: |x - x(t - 7P)| / s_W, once a week has been seen.
 
-Each surprise z is squashed (log1p) and averaged over a few samples (short EWMA); its long-run
+Each surprise z is squashed (log1p) and averaged over a few samples (short EWMA; shorter for the
+change feature, whose jumps last one sample); its long-run
 mean and variance (slow EWMA, about Numenta's 8640-sample history) give a Gaussian tail
 probability (Numenta's anomaly likelihood; the tail is computed directly with erfc so it keeps
 its precision in float32). Two gates drop what is not news:
@@ -60,7 +61,8 @@ State = dict[str, Any]
 ALPHA_LEVEL = 0.02        # level EWMA (about 50 samples)
 ALPHA_SCALE = 0.01        # scale EWMAs (about 100 samples)
 WINSOR = 6.0              # scale updates see |residual| clipped at WINSOR x scale
-ALPHA_SHORT = 0.15        # short average of the surprise (about 7 samples)
+ALPHA_SHORT = 0.15        # short average of the surprise (about 7 samples) ...
+ALPHA_SHORT_CHANGE = 0.3  # ... except the change feature's (about 3 samples): a jump is a one-sample event
 ALPHA_LONG = 1.0 / 8640   # long-run distribution of the averaged surprise (Numenta: 8640-sample history)
 WARMUP = 30               # samples before a series is scored at all
 ALARM = 0.5               # score at which an alarm is raised (likelihood 1 - 1e-5)
@@ -282,6 +284,8 @@ class StreamingAnomalyDetector:
         scale, short, mu, var, nf = st["scale"], st["short"], st["mu"], st["var"], st["nf"]
         steps, quiet = st["steps"], st["quiet"]
         vmin, vmax, nr, gmax = st["vmin"], st["vmax"], st["nr"], st["gmax"]
+        a_short = torch.full((self.N_FEATURES, 1), ALPHA_SHORT, device=dev, dtype=dt)
+        a_short[2] = ALPHA_SHORT_CHANGE
         z = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=dt)
         zok = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=torch.bool)
         for t in range(n_t):
@@ -310,7 +314,7 @@ class StreamingAnomalyDetector:
             warm = n >= warm_n
             # --- likelihood
             g = torch.log1p(z)
-            short_new = torch.where(zok, short + ALPHA_SHORT * (g - short), short)
+            short_new = torch.where(zok, short + a_short * (g - short), short)
             std = torch.sqrt(torch.clamp(var, min=1e-6))
             zz = (short_new - mu) / std
             # tail probability 1 - likelihood, computed directly (erfc) so that it keeps its precision
