@@ -78,6 +78,40 @@ def detect_remediator(series: list[Series]) -> list[np.ndarray]:
     return [scores[i, : lengths[i]] for i in range(len(series))]
 
 
+def detect_seasonal(series: list[Series]) -> list[np.ndarray]:
+    """The daemon's first cost detector (tools/detectors/cost.py) as a per-point score: expected =
+    median of the same time of day on up to 6 previous days (else of the previous day), noise =
+    an EWMA of |residual| (causal), score = z / (z + 4) of the upward and downward excursion."""
+    from tools.detectors.anomaly import steps_per_day
+    from tools.detectors.cost import seasonal_expected
+
+    out = []
+    for t, v in series:
+        x = np.where(np.isfinite(v), v, np.nan)
+        period = steps_per_day(t) or 288
+        exp, _ = seasonal_expected(x, period, 6)
+        level = np.full(x.size, np.nan)
+        for i in range(3, x.size):  # previous day's median where there are not 2 past days
+            if not np.isfinite(exp[i]):
+                seg = x[max(0, i - period):i]
+                if np.isfinite(seg).sum() >= 3:
+                    level[i] = float(np.nanmedian(seg))
+        exp = np.where(np.isfinite(exp), exp, level)
+        r = np.abs(x - exp)
+        s = np.zeros(x.size)
+        scale, seen = 0.0, 0
+        for i in range(x.size):
+            if not np.isfinite(r[i]):
+                continue
+            if seen >= 10 and scale > 0:
+                z = r[i] / scale
+                s[i] = z / (z + 4.0)
+            scale = r[i] if seen == 0 else 0.99 * scale + 0.01 * min(r[i], 6 * scale if scale > 0 else r[i])
+            seen += 1
+        out.append(s)
+    return out
+
+
 def detect_zscore(series: list[Series], window: int = 1000) -> list[np.ndarray]:
     out = []
     for _, v in series:
@@ -163,6 +197,7 @@ def detect_null(series: list[Series]) -> list[np.ndarray]:
 
 DETECTORS: dict[str, DetectorFn] = {
     "remediator": detect_remediator,
+    "seasonal": detect_seasonal,
     "zscore": detect_zscore,
     "iforest": detect_iforest,
     "windowedGaussian": detect_windowed_gaussian,
