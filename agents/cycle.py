@@ -401,19 +401,13 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
         if not version or not (drift_cfg.get("enabled") or fair_cfg.get("enabled")):
             continue
         hstart = now - s.detection.history - timedelta(days=1)
+        prev = _previous_model(deps, w)  # one walk of the file's Git history for drift and fairness
         if drift_cfg.get("enabled"):
             pc = fetch(f"predictions {key}", partial(deps.metrics.prediction_counters, namespace=w.namespace,
                                                      service=w.name, start=hstart, end=now, step_s=step))
             if pc is not None and pc.series:
                 evaluated.add(f"model_drift|{key}")
-                prev = _previous_model(deps, w)
-                raw_threshold = drift_cfg.get("threshold")
-                try:
-                    threshold = None if raw_threshold is None else float(raw_threshold)
-                except (TypeError, ValueError):
-                    errors.append(err("detect", w.file, f"responsibleAI.driftDetection.threshold must be a number "
-                                                        f"(got {raw_threshold!r}); using the metric's default"))
-                    threshold = None
+                threshold = _cfg_number(drift_cfg, "threshold", "responsibleAI.driftDetection", w.file, errors)
                 f = detect_drift(DriftInput(
                     service=key, file=w.file, current_version=version,
                     counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in pc.series],
@@ -429,13 +423,13 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
                                                   service=w.name, start=hstart, end=now, step_s=step))
             if oc is not None and oc.series:
                 evaluated.add(f"fairness_violation|{key}")
-                prev_f = _previous_model(deps, w)
+                fair_threshold = _cfg_number(fair_cfg, "threshold", "responsibleAI.fairness", w.file, errors)
                 f = detect_fairness(FairnessInput(
                     service=key, file=w.file, current_version=version,
                     counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in oc.series],
                     attributes=tuple(str(a) for a in fair_cfg.get("protectedAttributes") or ()),
-                    threshold=float(fair_cfg.get("threshold", 0.05)), min_group=s.detection.fairness_min_group,
-                    version_set_at=(prev_f or {}).get("set_at")),
+                    threshold=fair_threshold if fair_threshold is not None else 0.05,
+                    min_group=s.detection.fairness_min_group, version_set_at=(prev or {}).get("set_at")),
                     now=end_ts, stats=stats)
                 if f is not None:
                     findings.append(f)
@@ -450,6 +444,18 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
            findings=[{"kind": f.kind, "service": f.service, "severity": f.severity} for f in findings])
     return {"findings": [f.model_dump(mode="json") for f in findings], "evaluated": sorted(evaluated),
             "errors": errors}
+
+
+def _cfg_number(cfg: dict[str, Any], key: str, where: str, file: str, errors: list[dict[str, Any]]) -> float | None:
+    """A number from a manifest section; a bad one is reported (the default applies), never a crash."""
+    raw = cfg.get(key)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        errors.append(err("detect", file, f"{where}.{key} must be a number (got {raw!r}); using the default"))
+        return None
 
 
 def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[dict[str, Any]]) -> list[WorkloadSeries]:

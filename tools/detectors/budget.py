@@ -145,6 +145,17 @@ def detect_budget_breach(b: BudgetInput, *, now: float, stats: InputStats | None
     )
 
 
+
+def _run_rate(series: dict[str, tuple[Array, Array, float]], lo: float, hi: float) -> list[float]:
+    """Summed mean $/h of the series over ``(lo, hi]``: one value, or none when no series has data."""
+    tot, seen = 0.0, False
+    for ts, v, _ in series.values():
+        m = (ts > lo) & (ts <= hi)
+        if np.isfinite(v[m]).any():
+            tot += float(np.nan_to_num(v[m], nan=0.0).mean())
+            seen = True
+    return [tot] if seen else []
+
 def _rate_spread(series: dict[str, tuple[Array, Array, float]], now: float) -> tuple[float, dict[str, Any]]:
     """Standard deviation of the total run rate from one day to the next (complete 24 h windows the
     data covers, up to 7), or of the hourly rates of the last 24 h when under two days are covered."""
@@ -155,29 +166,14 @@ def _rate_spread(series: dict[str, tuple[Array, Array, float]], now: float) -> t
         lo, hi = now - (d + 1) * DAY_S, now - d * DAY_S
         if lo < first - 1.5 * step:
             break
-        tot, seen = 0.0, False
-        for ts, v, _ in series.values():
-            m = (ts > lo) & (ts <= hi)
-            if np.isfinite(v[m]).any():
-                tot += float(np.nan_to_num(v[m], nan=0.0).mean())
-                seen = True
-        if seen:
-            daily.append(tot)
+        daily += _run_rate(series, lo, hi)
     if len(daily) >= 2:
         sd = float(np.std(daily, ddof=1))
         return sd, {"method": "daily run rates", "days": len(daily), "sd_usd_per_hour": round(sd, 4),
                     "daily_usd_per_hour": [round(x, 4) for x in daily]}
     hourly: list[float] = []
     for h in range(24):
-        lo, hi = now - (h + 1) * 3600.0, now - h * 3600.0
-        tot, seen = 0.0, False
-        for ts, v, _ in series.values():
-            m = (ts > lo) & (ts <= hi)
-            if np.isfinite(v[m]).any():
-                tot += float(np.nan_to_num(v[m], nan=0.0).mean())
-                seen = True
-        if seen:
-            hourly.append(tot)
+        hourly += _run_rate(series, now - (h + 1) * 3600.0, now - h * 3600.0)
     sd = float(np.std(hourly, ddof=1)) if len(hourly) >= 2 else 0.0
     return sd, {"method": "hourly run rates (under two days of data)", "hours": len(hourly),
                 "sd_usd_per_hour": round(sd, 4)}
