@@ -357,10 +357,13 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
         if w.kind == "MultimodalInferenceService":
             rr = fetch(f"requests {key}", lambda w=w: deps.metrics.request_rate(namespace=w.namespace, service=w.name,
                                                                                   start=start, end=now, step_s=step))
+        u = fetch(f"gpu_util {key}", lambda w=w: deps.metrics.gpu_utilisation(namespace=w.namespace, name=w.name,
+                                                                                 start=start, end=now, step_s=step))
         series.append(WorkloadSeries(
             service=key, file=w.file, ts=c.first.timestamps, cost=c.first.values,
             replicas=r.first.values if r is not None and r.first is not None else None,
-            request_rate=rr.first.values if rr is not None and rr.first is not None else None))
+            request_rate=rr.first.values if rr is not None and rr.first is not None else None,
+            gpu_util=u.first.values if u is not None and u.first is not None else None))
     series = _with_anomaly_scores(deps, series, errors)
     cost_settings = CostSettings(min_duration_s=s.detection.min_duration.total_seconds(),
                                  min_ratio=s.detection.cost_min_ratio, z=s.detection.cost_z)
@@ -459,7 +462,8 @@ def _cfg_number(cfg: dict[str, Any], key: str, where: str, file: str, errors: li
 
 
 def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[dict[str, Any]]) -> list[WorkloadSeries]:
-    """Score every cost series of the cycle as one batch with the torch streaming detector."""
+    """Score every $/h and GPU-utilisation series of the cycle as one batch ([series, time]) with the
+    torch streaming detector."""
     import numpy as np
 
     from agents.scoring import score_batch
@@ -467,15 +471,18 @@ def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[
     grids = {len(np.asarray(w.ts)) for w in series}
     if len(grids) != 1:
         return series
+    util_key = "{} gpu_util".format
+    rows = [(w.service, w.cost) for w in series] + [(util_key(w.service), w.gpu_util) for w in series
+                                                     if w.gpu_util is not None]
     try:
         ts = np.asarray(series[0].ts, dtype=np.float64)
-        values = np.vstack([np.asarray(w.cost, dtype=np.float64) for w in series])
-        scored = score_batch(deps.store, [w.service for w in series], ts, values)
+        values = np.vstack([np.asarray(v, dtype=np.float64) for _, v in rows])
+        scored = score_batch(deps.store, [k for k, _ in rows], ts, values)
     except (RuntimeError, ValueError) as e:
         errors.append(err("detect", "anomaly", f"streaming detector skipped: {e}"))
         return series
-    return [replace(w, anomaly_scores=scored[w.service]["scores"], anomaly_alarm_ts=scored[w.service]["alarm_ts"])
-            for w in series]
+    return [replace(w, anomaly_scores=scored[w.service]["scores"], anomaly_alarm_ts=scored[w.service]["alarm_ts"],
+                    gpu_util_alarm_ts=scored.get(util_key(w.service), {}).get("alarm_ts")) for w in series]
 
 
 def _previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
@@ -665,6 +672,8 @@ def _query_signal(deps: Deps, now: datetime, *, service: str, signal: str, windo
             return fn(namespace=ns, name=name, start=start, end=now, step_s=step)
         if signal == "requests":
             return deps.metrics.request_rate(namespace=ns, service=name, start=start, end=now, step_s=step)
+        if signal == "gpu_util":
+            return deps.metrics.gpu_utilisation(namespace=ns, name=name, start=start, end=now, step_s=step)
     except ToolError:
         return None
     return None

@@ -45,6 +45,11 @@ def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook
     lines.append("")
     if "extra_usd_per_month" in ev:
         lines.append(f"**Expected effect:** about ${ev['extra_usd_per_month']:,.0f}/month of excess spend removed.")
+    if "gpu_util_percent" in ev:
+        lines.append("")
+        lines.append(f"**GPU utilisation** during the excursion: {ev['gpu_util_percent']} %"
+                     + (f" (usually {ev['gpu_util_expected_percent']} % at these hours)"
+                        if "gpu_util_expected_percent" in ev else "") + ".")
     if playbook is not None:
         lines += [f"**Risk:** {playbook.risk}", "", f"**Roll back:** {playbook.rollback}", ""]
     lines += ["---", f"Incidents: {', '.join(i.id for i in incidents)} · plans "

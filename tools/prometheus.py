@@ -35,6 +35,8 @@ DEFAULT_QUERIES: dict[str, str] = {
                                 price="node_ram_hourly_cost"),
     # max(): one series even when kube-state-metrics runs in HA (duplicate series).
     "replicas": 'max(kube_deployment_status_replicas{namespace="{namespace}",deployment="{name}"})',
+    # avg(): the mean over every GPU of the workload's pods (dcgm-exporter: one series per pod and gpu)
+    "gpu_util": 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="{namespace}",pod=~"{pod_regex}"})',
     "request_rate": 'sum(rate(inference_requests_total{namespace="{namespace}",service="{service}"}[{window}]))',
     "prediction_counters": 'inference_predictions_total{namespace="{namespace}",service="{service}"}',
     "outcome_counters": 'inference_outcomes_total{namespace="{namespace}",service="{service}"}',
@@ -201,6 +203,9 @@ class PrometheusSource:
 
     def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         return self._single("replicas", start, end, step_s, namespace=namespace, name=name)
+
+    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+        return self._single("gpu_util", start, end, step_s, namespace=namespace, name=name, pod_regex=pod_regex(name))
 
     def request_rate(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         return self._single("request_rate", start, end, step_s, namespace=namespace, service=service)

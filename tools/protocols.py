@@ -37,6 +37,10 @@ class MetricsSource(Protocol):
     def request_rate(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         """Requests per second (``inference_requests_total``) of one service, all versions; one series."""
 
+    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+        """Mean GPU utilisation in % (``DCGM_FI_DEV_GPU_UTIL``) over the GPUs of one Deployment's pods;
+        one series, ``no_data`` for a workload without GPUs."""
+
     def prediction_counters(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         """Raw ``inference_predictions_total`` samples; one series per (model_version, class)."""
 

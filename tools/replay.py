@@ -240,6 +240,20 @@ class ReplaySource:
                          namespace=namespace, name=name)
         return self._aggregate(res, _fmax, grid_ms(start, end, step_s))
 
+    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+        grid = grid_ms(start, end, step_s)
+        q = render(DEFAULT_QUERIES["gpu_util"], namespace=namespace, name=name, pod_regex=pod_regex(name))
+        found = [self._instant(s, grid) for s in self._select("DCGM_FI_DEV_GPU_UTIL", namespace=namespace,
+                                                               pod=re.compile(pod_regex(name)))]
+        # avg(): the mean of the series present at each step
+        count = np.sum([np.isfinite(a) for a in found], axis=0) if found else np.zeros(len(grid))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, sum_present(found, len(grid)) / np.maximum(count, 1), np.nan)
+        series = [] if np.isnan(mean).all() else [Series({}, grid / 1000.0, mean)]
+        return SignalResult(status="ok" if series else "no_data", series=series, query=q,
+                            params=self._params(start, end, step_s, namespace=namespace, name=name,
+                                                pod_regex=pod_regex(name)))
+
     def request_rate(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         res = self._each("request_rate", "inference_requests_total",
                          lambda s, g: self._rate(s, g, self._window_s), start, end, step_s,

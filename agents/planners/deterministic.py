@@ -101,6 +101,8 @@ def _plan_cost(incident: Incident, ctx: PlanContext) -> RemediationPlan:
                  f"(x{ev.get('ratio')}) for {dig(ev, 'window', 'minutes')} min since {dig(ev, 'window', 'start')}; "
                  f"replicas {ev.get('replicas_now', '?')} vs p95 {base:g} before"
                  + (f", traffic x{ev['traffic_ratio']}" if "traffic_ratio" in ev else "")
+                 + (f", GPU utilisation {ev['gpu_util_percent']}% (usually {ev['gpu_util_expected_percent']}%)"
+                    if "gpu_util_percent" in ev and "gpu_util_expected_percent" in ev else "")
                  + f". Cap maxReplicas {cur_max} -> {target} (1.25 x the p95 before the rise, at least minReplicas "
                    f"{cur_min}, at most {g.replicas.max_decrease_percent:g}% lower in one PR).")
     return _make(incident, ctx, "cap_max_replicas", {w.key: {"max_replicas": target}}, rationale)

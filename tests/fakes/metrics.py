@@ -46,6 +46,9 @@ class FakeMetrics:
     def workload_replicas(self, **kw: Any) -> SignalResult:
         return self._call("workload_replicas", **kw)
 
+    def gpu_utilisation(self, **kw: Any) -> SignalResult:
+        return self._call("gpu_utilisation", **kw)
+
     def request_rate(self, **kw: Any) -> SignalResult:
         return self._call("request_rate", **kw)
 

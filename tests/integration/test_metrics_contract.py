@@ -74,6 +74,11 @@ def write_openmetrics(path: Path, end: int) -> int:
                 emit("container_cpu_allocation", "gauge", "container_cpu_allocation", lab, const(cpu), alive)
                 if gpu:
                     emit("container_gpu_allocation", "gauge", "container_gpu_allocation", lab, const(gpu), alive)
+                    for g in range(1 + k % 2):               # dcgm-exporter: one series per pod and GPU
+                        busy = 99.0 if name == "alpha-other" else 20 + 60 * rng.random()
+                        emit("DCGM_FI_DEV_GPU_UTIL", "gauge", "DCGM_FI_DEV_GPU_UTIL",
+                             {"namespace": ns, "pod": pod, "gpu": str(g), "Hostname": node},
+                             np.clip(busy + rng.normal(0, 5, n), 0, 100).round(), alive)
                 emit("container_memory_allocation_bytes", "gauge", "container_memory_allocation_bytes", lab,
                      const(mem * GiB), alive)
                 count += alive
@@ -167,6 +172,9 @@ def test_replay_matches_prometheus(data, grid: str) -> None:
     for name in ("alpha", "beta", "alpha-other"):
         assert_same(prom.workload_replicas(namespace="ml", name=name, **kw),
                     replay.workload_replicas(namespace="ml", name=name, **kw), exact=True)
+    for name in ("alpha", "beta", "alpha-other"):
+        assert_same(prom.gpu_utilisation(namespace="ml", name=name, **kw),
+                    replay.gpu_utilisation(namespace="ml", name=name, **kw))
     for service in ("alpha", "beta"):
         assert_same(prom.request_rate(namespace="ml", service=service, **kw),
                     replay.request_rate(namespace="ml", service=service, **kw))
@@ -193,6 +201,11 @@ def test_signal_shapes(data) -> None:
     assert np.isnan(beta.params["by_resource"]["gpu"]).all() and not np.isnan(beta.first.values).all()
     np.testing.assert_allclose(beta.first.values, beta.params["by_resource"]["cpu"] + beta.params["by_resource"]["memory"])
     assert "alpha-[a-z0-9]+-[a-z0-9]{5}" in cost.query and cost.params["resources"] == ("cpu", "gpu", "memory")
+    util = prom.gpu_utilisation(namespace="ml", name="alpha", **kw)
+    u = util.first.values
+    # the mean over alpha's GPUs only: alpha-other's GPUs (99 %) and staging/alpha are not in it
+    assert util.status == "ok" and np.nanmax(u) < 95 and np.nanmin(u) >= 0 and np.isnan(u).sum() >= 15
+    assert prom.gpu_utilisation(namespace="ml", name="beta", **kw).status == "no_data"
 
 
 def test_chunked_range_queries(data) -> None:

@@ -107,6 +107,22 @@ def test_gaps_and_missing_tail() -> None:
     assert run(gone) == []
 
 
+def test_gpu_utilisation_during_the_excursion_is_evidence() -> None:
+    c = seasonal()
+    c[-6 * 3600 // STEP:] *= 3
+    util = np.where(np.arange(N) < N - 6 * 3600 // STEP, 72.0, 24.0)
+    (f,) = run(c, gpu_util=util, gpu_util_alarm_ts=float(TS[-6 * 3600 // STEP]))
+    ev = f.evidence
+    assert ev["gpu_util_percent"] == 24.0 and ev["gpu_util_expected_percent"] == 72.0
+    assert ev["gpu_util_alarm_at"].endswith("Z")
+    (g,) = run(c, gpu_util=util, gpu_util_alarm_ts=float(TS[0]))   # an old utilisation alarm is not this one
+    assert "gpu_util_alarm_at" not in g.evidence
+    # without GPUs, or with unusable utilisation data, the cost finding is unchanged
+    for bad in (None, np.full(N, np.nan), np.full(3, 50.0), "abc", np.full((2, N), 50.0)):
+        (h,) = run(c, gpu_util=bad)
+        assert not {k for k in h.evidence if k.startswith("gpu_util")}, bad
+
+
 @pytest.mark.parametrize("bad", [
     np.array([]), np.array([1.0]), np.full(N, np.nan), np.full((2, N), 1.0), "abc", np.full(N, np.inf),
 ])

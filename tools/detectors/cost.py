@@ -44,6 +44,8 @@ class WorkloadSeries:
     request_rate: object | None = None
     anomaly_scores: object | None = None      # the torch streaming detector's scores on the same grid
     anomaly_alarm_ts: float | None = None     # when its score last crossed its alarm level
+    gpu_util: object | None = None            # mean GPU utilisation in % on the same grid (None: no GPUs)
+    gpu_util_alarm_ts: float | None = None    # when the streaming detector last alarmed on it
 
 
 def _nanmedian(a: Array, axis: int) -> Array:
@@ -171,6 +173,7 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
                 evidence["replicas_before_median"] = float(np.nanmedian(before))
             if np.isfinite(r[win]).any():
                 evidence["replicas_now"] = float(np.nanmax(r[win]))
+    evidence.update(_gpu_util_evidence(w, step, settings, win, float(ts[start])))
     if w.anomaly_scores is not None:
         sc = np.asarray(w.anomaly_scores, dtype=np.float64)
         if sc.shape == v.shape:
@@ -190,6 +193,28 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
                  f"for {duration / 60:.0f} min (about ${(actual - expected) * HOURS_PER_MONTH:,.0f}/month extra)"),
         evidence=evidence,
     )
+
+
+def _gpu_util_evidence(w: WorkloadSeries, step: float, settings: CostSettings, win: slice,
+                       start_ts: float) -> dict[str, object]:
+    """What the GPUs did during the excursion: busy extra spend (utilisation rose with it) reads
+    differently from idle extra spend (more GPUs, the same work spread thinner)."""
+    if w.gpu_util is None:
+        return {}
+    cu = clean_series(w.ts, w.gpu_util)
+    if cu is None or not np.isfinite(cu[1][win]).any():
+        return {}
+    u = cu[1]
+    out: dict[str, object] = {"gpu_util_percent": round(float(np.nanmean(u[win])), 1)}
+    uexp = _expected(u, step, settings)
+    day_before = u[max(0, win.start - int(round(DAY_S / step))): win.start]
+    if np.isfinite(uexp[win]).any():    # the same hours on previous days, else the day before the excursion
+        out["gpu_util_expected_percent"] = round(float(np.nanmean(uexp[win])), 1)
+    elif np.isfinite(day_before).any():
+        out["gpu_util_expected_percent"] = round(float(np.nanmedian(day_before)), 1)
+    if w.gpu_util_alarm_ts is not None and w.gpu_util_alarm_ts >= start_ts - 3600:
+        out["gpu_util_alarm_at"] = _iso(w.gpu_util_alarm_ts)
+    return out
 
 
 def _iso(t: float) -> str:
