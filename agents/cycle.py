@@ -47,7 +47,7 @@ from memory.records import (
     new_id,
 )
 from memory.store import Store
-from playbooks.schema import Playbook
+from playbooks.schema import Playbook, quantity
 from tools.detectors.budget import BudgetInput, budget_service, detect_budget_breach
 from tools.detectors.common import InputStats
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
@@ -367,7 +367,9 @@ def detect(deps: Deps, state: CycleState) -> CycleState:
     series = _with_anomaly_scores(deps, series, errors)
     cost_settings = CostSettings(min_duration_s=s.detection.min_duration.total_seconds(),
                                  min_ratio=s.detection.cost_min_ratio, z=s.detection.cost_z)
-    findings += detect_cost_anomalies(series, cost_settings, stats)
+    for f in detect_cost_anomalies(series, cost_settings, stats):
+        change = _request_change(deps, workloads.get(f.service), f.evidence)
+        findings.append(f.model_copy(update={"evidence": {**f.evidence, "request_change": change}}) if change else f)
 
     for b in state["snapshot"]["budgets"]:
         name = str(b.get("name", "?"))
@@ -483,6 +485,47 @@ def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[
         return series
     return [replace(w, anomaly_scores=scored[w.service]["scores"], anomaly_alarm_ts=scored[w.service]["alarm_ts"],
                     gpu_util_alarm_ts=scored.get(util_key(w.service), {}).get("alarm_ts")) for w in series]
+
+
+REQUESTS_PATH = ("spec", "resourceRequests")   # a MultimodalInferenceService's per-replica requests
+REQUEST_CHANGE_SLACK_S = 3600.0                # a commit up to this long before the rise may explain it
+
+
+def _request_history(deps: Deps, w: Workload) -> list[tuple[str, datetime, dict[str, Any]]]:
+    """``(commit, committed_at, resourceRequests)`` of the workload's manifest, newest first."""
+    if w.kind != "MultimodalInferenceService":
+        return []
+    try:
+        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.name, field=REQUESTS_PATH)
+    except ToolError as e:
+        log.warning("git history of %s unavailable: %s", w.file, e)
+        return []
+    return [(sha, at, v if isinstance(v, dict) else {}) for sha, at, v in hist]
+
+
+def _request_change(deps: Deps, w: Workload | None, evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """The Git commit that raised a resource request of ``w`` shortly before (or during) the cost
+    excursion in ``evidence``, with the values before and after; None when there is none."""
+    if w is None:
+        return None
+    try:
+        lo = datetime.fromisoformat(str(evidence["window"]["start"])).timestamp() - REQUEST_CHANGE_SLACK_S
+        hi = datetime.fromisoformat(str(evidence["window"]["end"])).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+    hist = _request_history(deps, w)
+    for (sha, at, new), (_, _, old) in zip(hist, hist[1:], strict=False):
+        if new == old:
+            continue
+        if not lo <= at.timestamp() <= hi:   # the latest change to the requests is not this excursion's
+            return None
+        raised = {str(k): {"old": old.get(k), "new": v} for k, v in new.items()
+                  if (qn := quantity(v)) is not None and (qo := quantity(old.get(k))) is not None and qn > qo}
+        if not raised:
+            return None
+        return {"commit": sha[:12], "at": at.isoformat().replace("+00:00", "Z"), "file": w.file,
+                "path": ".".join(REQUESTS_PATH), "raised": raised}
+    return None
 
 
 def _previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
@@ -719,7 +762,8 @@ def guard(deps: Deps, state: CycleState) -> CycleState:
                            prs_last_hour=recent + len(new_files),
                            has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected,
                            scope=_scope(inc, state, workloads),
-                           rollback_versions=_rollback_versions(deps, inc, workloads))
+                           rollback_versions=_rollback_versions(deps, inc, workloads),
+                           request_values=_request_values(deps, inc, workloads))
         checked = guard_or_fallback(p, inc, check=partial(guard_check, incident=inc, ctx=ctx),
                                     fallback=partial(deterministic_plan, inc, plan_ctx))
         if checked.id != p.id:
@@ -747,6 +791,19 @@ def _rollback_versions(deps: Deps, inc: Incident, workloads: dict[str, Workload]
     prev = _previous_model(deps, w)
     base = ((w.responsible_ai.get("driftDetection") or {}).get("baselineModelRef"))
     return {str(v) for v in ((prev or {}).get("version"), base) if v}
+
+
+def _request_values(deps: Deps, inc: Incident, workloads: dict[str, Workload]) -> dict[str, set[str]] | None:
+    """For a cost incident (the only kind rightsize_requests answers): the values each resource
+    request of its workload had in Git history, the only values a rightsize may go back to."""
+    w = workloads.get(inc.service)
+    if inc.kind != "cost_anomaly" or w is None:
+        return None
+    out: dict[str, set[str]] = {}
+    for _, _, requests in _request_history(deps, w):
+        for k, v in requests.items():
+            out.setdefault(str(k), set()).add(str(v))
+    return out
 
 
 def _same_fingerprint(deps: Deps, inc: Incident) -> list[Incident]:

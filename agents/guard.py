@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from agents.workloads import Guardrails, Workload
 from memory.records import Incident, RemediationPlan
-from playbooks.schema import Playbook
+from playbooks.schema import Playbook, quantity
 
 REPLICA_FIELDS = ("minReplicas", "maxReplicas", "replicas")
 BUDGET_KINDS = ("budget_breach",)
@@ -28,6 +28,7 @@ class GuardContext:
     rejected_within_cooldown: bool = False
     scope: set[str] | None = None    # workloads this incident may touch (its service; a budget's selection)
     rollback_versions: set[str] | None = None  # versions a rollback may go to (Git history, baseline ref)
+    request_values: dict[str, set[str]] | None = None  # values each resource request had in Git history
 
 
 def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> RemediationPlan:
@@ -85,6 +86,8 @@ def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> Remed
     for e in plan.edits:
         if (e.doc_kind, tuple(str(p) for p in e.path)) not in allowed_paths:
             reasons.append(f"edit {e.file} {e.doc_kind} {'.'.join(map(str, e.path))} is not one playbook {pb.name} makes")
+        if pb.name == "rightsize_requests":
+            reasons += _request_rule(e.new, e.old, str(e.path[-1]), f"{e.file} {'.'.join(map(str, e.path))}", ctx)
         if str(e.path[-1]) in REPLICA_FIELDS:
             reasons += _replica_rule(e.new, e.old, f"{e.file} {'.'.join(map(str, e.path))}", g,
                                      lowering_only=pb.name in ("cap_max_replicas", "scale_down_noncritical"))
@@ -100,6 +103,19 @@ def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> Remed
         if ctx.prs_last_hour >= g.limits.max_prs_per_hour:
             return _verdict(plan, "deferred", [f"{ctx.prs_last_hour} PRs opened in the last hour (limit max_prs_per_hour={g.limits.max_prs_per_hour}); waiting"])
     return _verdict(plan, "accepted", [])
+
+
+def _request_rule(new: object, old: object, resource: str, where: str, ctx: GuardContext) -> list[str]:
+    """A request may only be lowered, and only to a value it had in Git history."""
+    qn, qo = quantity(new), quantity(old)
+    if qn is None or qn <= 0:
+        return [f"{where}: {new!r} is not a positive Kubernetes quantity"]
+    if qo is None or qn >= qo:
+        return [f"{where}: {old!r} -> {new!r} does not lower the request (rightsize_requests only lowers)"]
+    if ctx.request_values is not None and str(new) not in ctx.request_values.get(resource, set()):
+        seen = ", ".join(sorted(ctx.request_values.get(resource, set()))) or "none"
+        return [f"{where}: {new!r} is not a value this request had in Git history ({seen})"]
+    return []
 
 
 def _replica_rule(new: object, old: object, where: str, g: Guardrails, *, lowering_only: bool) -> list[str]:

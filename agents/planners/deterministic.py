@@ -83,29 +83,63 @@ def _make(incident: Incident, ctx: PlanContext, playbook: str, targets: dict[str
                            edits=tuple(edits), rationale=rationale, planner="deterministic")
 
 
+def _cost_head(ev: dict[str, Any]) -> str:
+    return (f"Cost ${ev.get('cost_usd_per_hour')}/h vs expected ${ev.get('expected_usd_per_hour')}/h "
+            f"(x{ev.get('ratio')}) for {dig(ev, 'window', 'minutes')} min since {dig(ev, 'window', 'start')}; ")
+
+
+def _cost_context(ev: dict[str, Any]) -> str:
+    """Traffic and GPU utilisation over the excursion, when known."""
+    return ((f", traffic x{ev['traffic_ratio']}" if "traffic_ratio" in ev else "")
+            + (f", GPU utilisation {ev['gpu_util_percent']}% (usually {ev['gpu_util_expected_percent']}%)"
+               if "gpu_util_percent" in ev and "gpu_util_expected_percent" in ev else ""))
+
+
 def _plan_cost(incident: Incident, ctx: PlanContext) -> RemediationPlan:
     ev = incident.evidence
     w = ctx.workloads.get(incident.service)
+    base = ev.get("replicas_before_p95") or ev.get("replicas_before_median")
+    now = ev.get("replicas_now")
+    replicas_rose = base is not None and now is not None and float(now) > float(base)
+    if w is not None and isinstance(ev.get("request_change"), dict) and not replicas_rose:
+        return _plan_rightsize(incident, ctx, w)
     if w is None or w.bounds_doc is None or w.max_replicas is None:
         return notify(incident, f"{incident.service} has no autoscaler bounds in Git to cap; notifying the owners.")
-    base = ev.get("replicas_before_p95") or ev.get("replicas_before_median")
     if base is None:
         return notify(incident, "No replica history to size a cap from; notifying the owners.")
+    if now is not None and not replicas_rose:
+        return notify(incident, _cost_head(ev) + f"replicas {now:g} did not rise above the p95 {float(base):g} before"
+                      + _cost_context(ev) + ", so a lower maxReplicas would not lower this cost (a price, request or "
+                      "node change?); notifying the owners.")
     cur_max, cur_min = w.max_replicas, w.min_replicas or 1
     g = ctx.guardrails
     target = max(cur_min, g.replicas.floor, math.ceil(float(base) * 1.25 - 1e-9), lowest_allowed(cur_max, g))
     if target >= cur_max:
         return notify(incident, (f"Replicas before the rise (p95 {base:g}) do not justify a lower cap than "
                                  f"maxReplicas {cur_max}; notifying the owners."))
-    rationale = (f"Cost ${ev.get('cost_usd_per_hour')}/h vs expected ${ev.get('expected_usd_per_hour')}/h "
-                 f"(x{ev.get('ratio')}) for {dig(ev, 'window', 'minutes')} min since {dig(ev, 'window', 'start')}; "
-                 f"replicas {ev.get('replicas_now', '?')} vs p95 {base:g} before"
-                 + (f", traffic x{ev['traffic_ratio']}" if "traffic_ratio" in ev else "")
-                 + (f", GPU utilisation {ev['gpu_util_percent']}% (usually {ev['gpu_util_expected_percent']}%)"
-                    if "gpu_util_percent" in ev and "gpu_util_expected_percent" in ev else "")
-                 + f". Cap maxReplicas {cur_max} -> {target} (1.25 x the p95 before the rise, at least minReplicas "
+    rationale = (_cost_head(ev) + f"replicas {ev.get('replicas_now', '?')} vs p95 {base:g} before"
+                 + _cost_context(ev) + f". Cap maxReplicas {cur_max} -> {target} (1.25 x the p95 before the rise, at least minReplicas "
                    f"{cur_min}, at most {g.replicas.max_decrease_percent:g}% lower in one PR).")
     return _make(incident, ctx, "cap_max_replicas", {w.key: {"max_replicas": target}}, rationale)
+
+
+def _plan_rightsize(incident: Incident, ctx: PlanContext, w: Workload) -> RemediationPlan:
+    """Replicas did not rise, but a commit raised a resource request just before the cost did:
+    set each raised request back to its value before that commit."""
+    ev = incident.evidence
+    rc = ev["request_change"]
+    raised = {k: v for k, v in (rc.get("raised") or {}).items() if isinstance(v, dict) and v.get("old") is not None}
+    what = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in raised.items())
+    head = (_cost_head(ev) + f"replicas {ev.get('replicas_now', '?')} (not above the "
+            f"{ev.get('replicas_before_p95', '?')} before){_cost_context(ev)}; commit {rc.get('commit')} at {rc.get('at')} raised "
+            f"{rc.get('path')} {what}")
+    pb = ctx.playbooks.get("rightsize_requests")
+    params = {k: v["old"] for k, v in raised.items() if pb is not None and k in pb.parameters}
+    if pb is None or not params:
+        return notify(incident, head + ". No request this playbook can set back; notifying the owners.")
+    return _make(incident, ctx, "rightsize_requests", {w.key: params},
+                 head + f". Set {', '.join(f'{k} back to {v}' for k, v in params.items())} (the values before that "
+                        f"commit); if the raise was needed, reject this PR and the owners keep it.")
 
 
 def _plan_budget(incident: Incident, ctx: PlanContext) -> RemediationPlan:

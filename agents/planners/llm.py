@@ -61,6 +61,9 @@ class TargetProposal(BaseModel):
     max_replicas: int | None = Field(None, description="new maxReplicas (cap_max_replicas, scale_down_noncritical), else null")
     version: str | None = Field(None, description="model version to roll back to (rollback_model_version), else null")
     path: str | None = Field(None, description="model artifact path of that version (rollback_model_version), else null")
+    cpu: str | None = Field(None, description="CPU request to set back to (rightsize_requests), else null")
+    memory: str | None = Field(None, description="memory request to set back to (rightsize_requests), else null")
+    gpu: str | None = Field(None, description="GPUs per replica to set back to (rightsize_requests), else null")
 
 
 class PlanProposal(BaseModel):
@@ -72,7 +75,7 @@ class PlanProposal(BaseModel):
     rationale: str = Field(description="why, citing the evidence: numbers, units and the time window")
 
 
-PARAM_FIELDS = ("min_replicas", "max_replicas", "version", "path")
+PARAM_FIELDS = ("min_replicas", "max_replicas", "version", "path", "cpu", "memory", "gpu")
 
 # ============================================================================ fencing + compaction
 
@@ -713,6 +716,8 @@ class LLMPlanner:
             "- protected workloads are never changed (notify only); budget actions never touch critical workloads",
             f"- at most {g.limits.max_files_per_pr} files per PR; targets must be workloads in scope",
             "- rollback_model_version goes back to the previous version in Git history (given above), nothing else",
+            "- rightsize_requests only sets a request raised in Git back to its value before the raise "
+            "(evidence.request_change), nothing else",
             "",
             "Decide now. Answer with the JSON object only.",
         ]
@@ -790,6 +795,8 @@ class LLMPlanner:
                                          f"({', '.join(sorted(in_scope)) or 'none'})")
         if name == "rollback_model_version":
             targets = self._check_rollback(targets, ctx)
+        if name == "rightsize_requests":
+            targets = self._check_rightsize(incident, targets)
         edits: list[FieldEdit] = []
         for key, params in targets.items():
             edits += render_edits(pb, ctx.workloads[key], params)
@@ -812,6 +819,28 @@ class LLMPlanner:
             if params.get("path") not in (None, prev.get("path")):
                 raise _Fallback("scope", f"rollback of {key}: artifact path is not the one of version {want} in Git")
             out[key] = {**params, **({"path": str(prev["path"])} if prev.get("path") else {})}
+        return out
+
+    @staticmethod
+    def _check_rightsize(incident: Incident, targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Only the incident's workload, only back to the values before the raise that the evidence
+        names (typed as they were in Git: an unquoted ``1`` stays an int)."""
+        rc = incident.evidence.get("request_change")
+        raised = rc.get("raised") if isinstance(rc, dict) else None
+        if not isinstance(raised, dict) or not raised:
+            raise _Fallback("scope", "rightsize_requests proposed, but no request was raised in Git before the rise")
+        out: dict[str, dict[str, Any]] = {}
+        for key, params in targets.items():
+            if key != incident.service:
+                raise _Fallback("scope", f"rightsize of {key}: only {incident.service}'s requests were raised")
+            kept: dict[str, Any] = {}
+            for res, value in params.items():
+                was = (raised.get(res) or {}).get("old") if isinstance(raised.get(res), dict) else None
+                if was is None or str(value) != str(was):
+                    raise _Fallback("scope", f"rightsize of {key}: {res} {neutralise(str(value), 40)} is not its value "
+                                             f"before the raise in Git ({was if was is not None else 'not raised'})")
+                kept[res] = was
+            out[key] = kept
         return out
 
     @staticmethod

@@ -166,3 +166,55 @@ def test_guard_rollback_only_to_known_versions() -> None:
                                                   if e.path[-1] == "version")})
     out = check(evil, inc, gc)
     assert out.guard_verdict == "notify_only" and "6.6.6" in " ".join(out.guard_reasons)
+
+
+def mis_requests(gpu: object = "2", cpu: object = "4", labels: dict[str, str] | None = None) -> ManifestDoc:
+    d = mis("a", labels=labels)
+    d.body["spec"]["resourceRequests"] = {"cpu": cpu, "memory": "16Gi", "gpu": gpu}
+    return d
+
+
+RAISED = {"commit": "abc123", "at": "2025-06-12T08:00:00Z", "file": "apps/ml/a.yaml", "path": "spec.resourceRequests",
+          "raised": {"gpu": {"old": "1", "new": "2"}}}
+
+
+def rightsize_plan(inc: Incident, **new: object) -> RemediationPlan:
+    return RemediationPlan(incident_id=inc.id, playbook="rightsize_requests", params={"targets": {"ml/a": dict(new)}},
+                           edits=tuple(FieldEdit(file="apps/ml/a.yaml", doc_kind="MultimodalInferenceService", doc_name="a",
+                                                 path=("spec", "resourceRequests", k), old={"gpu": "2", "cpu": "4"}[k], new=v)
+                                       for k, v in new.items()))
+
+
+def test_cost_from_a_request_raised_in_git_is_rightsized_not_capped() -> None:
+    pc, gc = ctx_for(mis_requests())
+    gc.request_values = {"gpu": {"1", "2"}, "cpu": {"4"}, "memory": {"16Gi"}}
+    inc = incident("cost_anomaly", "ml/a", replicas_before_p95=2.0, replicas_now=2.0, cost_usd_per_hour=5.2,
+                   expected_usd_per_hour=2.8, ratio=1.86, window={"minutes": 300, "start": "x"}, request_change=RAISED)
+    p = plan(inc, pc)
+    assert p.playbook == "rightsize_requests"
+    assert [(e.path, e.old, e.new) for e in p.edits] == [(("spec", "resourceRequests", "gpu"), "2", "1")]
+    assert "commit abc123" in p.rationale and "gpu 1 -> 2" in p.rationale
+    assert check(p, inc, gc).guard_verdict == "accepted"
+    # the replicas rose as well: capping them is the remediation, as before
+    rose = inc.model_copy(update={"evidence": {**inc.evidence, "replicas_now": 6.0}})
+    assert plan(rose, pc).playbook == "cap_max_replicas"
+    # replicas flat and no request raised in Git (a price change?): a lower cap would not lower the cost
+    plain = inc.model_copy(update={"evidence": {k: v for k, v in inc.evidence.items() if k != "request_change"}})
+    flat = plan(plain, pc)
+    assert flat.playbook == "notify_only" and not flat.edits and "did not rise above the p95 2" in flat.rationale
+
+
+@pytest.mark.parametrize("new,why", [
+    ({"gpu": "3"}, "does not lower"), ({"gpu": "2"}, "does not lower"), ({"cpu": "1m"}, "not a value this request had"),
+    ({"gpu": "lots"}, "Kubernetes quantity"), ({"gpu": 0}, "Kubernetes quantity"),
+])
+def test_guard_rightsize_only_lowers_to_a_value_from_git_history(new: dict[str, object], why: str) -> None:
+    _, gc = ctx_for(mis_requests())
+    gc.request_values = {"gpu": {"1", "2"}, "cpu": {"4"}}
+    inc = incident("cost_anomaly", "ml/a", request_change=RAISED)
+    out = check(rightsize_plan(inc, **new), inc, gc)
+    assert out.guard_verdict == "notify_only" and any(why in r for r in out.guard_reasons), out.guard_reasons
+    ok = check(rightsize_plan(inc, gpu="1"), inc, gc)
+    assert ok.guard_verdict == "accepted"
+    _, gp = ctx_for(mis_requests(labels={"remediation.apexlogic.com/protected": "true"}))
+    assert check(rightsize_plan(inc, gpu="1"), inc, gp).guard_verdict == "notify_only"

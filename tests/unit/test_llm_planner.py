@@ -383,3 +383,22 @@ def test_invalid_output_is_permanent(server: ScriptedOpenAIServer) -> None:
 
 def test_system_prompt_mentions_the_fence() -> None:
     assert re.search(r"<untrusted source=.*</untrusted>", SYSTEM_PROMPT, re.S)
+
+
+def test_rightsize_only_back_to_the_value_before_the_raise(server: ScriptedOpenAIServer) -> None:
+    from tests.unit.test_guard_planner import RAISED, mis_requests
+
+    pc, gc = ctx_for(mis_requests())
+    gc.request_values = {"gpu": {"1", "2"}}
+    inc = incident("cost_anomaly", "ml/a", replicas_before_p95=2.0, replicas_now=2.0, cost_usd_per_hour=5.2,
+                   expected_usd_per_hour=2.8, ratio=1.86, window={"minutes": 300, "start": "x"}, request_change=RAISED)
+    ok = {"content": {"playbook": "rightsize_requests", "targets": [{"workload": "ml/a", "gpu": "1"}],
+                      "rationale": "cost x1.86 since the GPU request went 1 -> 2"}}
+    p = LLMPlanner(chat(server, "rs", [ok])).plan(inc, pc)
+    assert p.planner == "llm" and [(e.path[-1], e.new) for e in p.edits] == [("gpu", "1")]
+    assert check(p, inc, gc).guard_verdict == "accepted"
+    bad = {"content": {"playbook": "rightsize_requests", "targets": [{"workload": "ml/a", "cpu": "100m"}],
+                       "rationale": "cost x1.86: shrink the CPU"}}
+    p2 = LLMPlanner(chat(server, "rs2", [bad])).plan(inc, pc)
+    assert p2.planner == "deterministic" and "not its value before the raise" in p2.planner_reason
+    assert p2.playbook == "rightsize_requests"   # the deterministic plan: gpu back to 1
