@@ -47,7 +47,7 @@ from memory.records import (
     new_id,
 )
 from memory.store import Store
-from playbooks.schema import Playbook, quantity
+from playbooks.schema import Playbook
 from tools.detectors.budget import BudgetInput, budget_service, detect_budget_breach
 from tools.detectors.common import InputStats
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
@@ -55,6 +55,7 @@ from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
 from tools.detectors.fairness import FairnessInput, detect_fairness
 from tools.detectors.oob import detect_oob_writes
 from tools.errors import PermanentError, TemporaryError, ToolError
+from tools.kube import quantity
 from tools.kustomize import apply_edits as apply_kustomize_edits
 from tools.protocols import AuditLog, GitOpsRepo, MetricsSource, Notifier, PullRequests
 from tools.results import AuditEvent, ManifestDoc, SignalResult

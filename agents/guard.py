@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from agents.workloads import Guardrails, Workload
 from memory.records import Incident, RemediationPlan
-from playbooks.schema import Playbook, quantity
+from playbooks.schema import Playbook
+from tools.kube import quantity
 
 REPLICA_FIELDS = ("minReplicas", "maxReplicas", "replicas")
 BUDGET_KINDS = ("budget_breach",)

@@ -9,18 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from memory.records import IncidentKind
 
 
-def quantity(value: Any) -> float | None:
-    """A Kubernetes quantity (``4``, ``500m``, ``16Gi``, an int) as a number; None when it is not one."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    from kubernetes.utils.quantity import parse_quantity
-
-    try:
-        return float(parse_quantity(value))
-    except (ValueError, TypeError, ArithmeticError):
-        return None
-
-
 class Parameter(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["int", "str", "float", "quantity"]
@@ -39,11 +27,10 @@ class Parameter(BaseModel):
             return f"parameter {name} must be a number (got {value!r})"
         if self.type == "str" and not isinstance(value, str):
             return f"parameter {name} must be a string (got {value!r})"
-        if self.type == "quantity":
-            q = quantity(value)
-            if q is None or q <= 0:
-                return f"parameter {name} must be a positive Kubernetes quantity such as 4, 500m or 16Gi (got {value!r})"
-            value = q
+        if self.type == "quantity":   # its value is checked by the guard (Kubernetes' own parser, in tools/)
+            if isinstance(value, bool) or not isinstance(value, int | float | str) or not str(value).strip():
+                return f"parameter {name} must be a Kubernetes quantity such as 4, 500m or 16Gi (got {value!r})"
+            return None
         if self.min is not None and isinstance(value, int | float) and value < self.min:
             return f"parameter {name}={value} is below its minimum {self.min:g}"
         if self.max is not None and isinstance(value, int | float) and value > self.max:
