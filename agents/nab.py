@@ -6,7 +6,8 @@ every series with the named detector and writes ``out/<detector>/<category>/<det
 
 Detectors:
 - ``remediator``: the production detector, ``tools.detectors.anomaly.StreamingAnomalyDetector``,
-  on exactly the code path the daemon uses (all series of the corpus scored as one batch).
+  on exactly the code path the daemon uses (all series of the corpus scored as one batch, each on
+  a regular grid at its median step with missing samples as NaN, as Prometheus serves it).
 - ``zscore``: robust z-score baseline, |x - median| / (1.4826 MAD) over the previous 1000 samples.
 - ``iforest``: scikit-learn IsolationForest(n_estimators=100, random_state=0) per series, fitted on
   the series' probationary part (first 15 %, at most 750 rows) on [value, first difference].
@@ -62,20 +63,40 @@ def _probation(n: int) -> int:
 
 # ----------------------------------------------------------------------------- detectors
 
+MAX_GRID_GROWTH = 20  # a series whose gaps would make its grid longer than this many x its rows is scored row by row
+
+
+def grid_slots(ts: np.ndarray) -> np.ndarray:
+    """Slot of each row on a regular grid at the series' median step: the shape a Prometheus range
+    query hands the daemon, a missing sample being an empty (NaN) slot, so that "the same time one
+    day earlier" stays one day earlier across gaps. Rows closer together than a step keep their
+    order in the next free slot (no row's value is lost; the rows after it follow one slot late
+    until a gap absorbs the shift). Unknown or pathological timing: one slot per row."""
+    n = ts.size
+    rows = np.arange(n, dtype=np.int64)
+    d = np.diff(ts)
+    if n < 2 or not np.isfinite(ts).all() or (d < 0).any() or not (d > 0).any():
+        return rows
+    raw = np.round((ts - ts[0]) / float(np.median(d[d > 0]))).astype(np.int64)
+    slots = rows + np.maximum.accumulate(raw - rows)
+    return slots if slots[-1] < MAX_GRID_GROWTH * n else rows
+
+
 def detect_remediator(series: list[Series]) -> list[np.ndarray]:
     from tools.detectors.anomaly import StreamingAnomalyDetector, steps_per_day
 
     det = StreamingAnomalyDetector()
-    n = max((v.size for _, v in series), default=0)
+    slots = [grid_slots(t) for t, _ in series]
+    n = max((int(s[-1]) + 1 for s in slots if s.size), default=0)
     values = np.full((len(series), n), np.nan)
     lengths = np.zeros(len(series), dtype=np.int64)
     periods = np.zeros(len(series), dtype=np.int64)
-    for i, (t, v) in enumerate(series):
-        values[i, : v.size] = v
-        lengths[i] = v.size
+    for i, ((t, v), s) in enumerate(zip(series, slots, strict=True)):
+        values[i, s] = v
+        lengths[i] = int(s[-1]) + 1 if s.size else 0
         periods[i] = steps_per_day(t)
     scores, _ = det.score(values, lengths=lengths, steps_per_day=periods)
-    return [scores[i, : lengths[i]] for i in range(len(series))]
+    return [scores[i, s] for i, s in enumerate(slots)]
 
 
 def detect_seasonal(series: list[Series]) -> list[np.ndarray]:

@@ -47,6 +47,18 @@ def test_constant_series_has_no_finding() -> None:
     assert s.max() == 0.0
 
 
+def test_a_gap_one_day_earlier_does_not_make_a_daily_pattern_news() -> None:
+    """A missing sample at t - P is replaced by its neighbours' mean: the daily gate stays on."""
+    rng = np.random.default_rng(0)
+    n, t = 8 * P, np.arange(8 * P)
+    x = 10 + 0.2 * rng.normal(size=(8, n)) + 8 * np.exp(-0.5 * (((t % P) - 150) / 6.0) ** 2)  # a daily batch bump
+    for d in (3, 5):
+        x[:, d * P + 136: d * P + 165: 2] = np.nan        # half of the bump's samples missing on days 3 and 5
+    s, _ = det().score(x, steps_per_day=P)
+    after = np.concatenate([s[:, 4 * P:5 * P], s[:, 6 * P:7 * P]], axis=1)   # the days after the gaps
+    assert after.max() < ALARM and after.max(axis=1).mean() < 0.35   # (the reference missing: ~0.47)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(level=st.floats(0.1, 1e4), amp=st.floats(0.0, 0.8), seed=st.integers(0, 10_000))
 def test_purely_seasonal_series_has_no_finding(level: float, amp: float, seed: int) -> None:
@@ -164,6 +176,18 @@ def test_state_from_version_1_is_upgraded() -> None:
     assert new["version"] == state["version"] and set(new) == set(state)
     assert new["buf"].shape == state["buf"].shape                  # the seasonal ring widened to a week
     assert np.all((s >= 0) & (s <= 1)) and s[:, :P].max() < ALARM   # the range is learnt again, quietly
+
+
+def test_state_from_version_2_continues_exactly() -> None:
+    """Version 2 kept the ring as [series, time]; upgraded, the scores go on as in one pass."""
+    x = np.stack([seasonal(n=9 * P, seed=i) for i in range(3)])
+    x[1, 8 * P + 100:] += 6.0
+    whole, _ = det().score(x, steps_per_day=P)
+    _, state = det().score(x[:, : 8 * P], steps_per_day=P)
+    old = dict(state, version=2, buf=state["buf"].T.contiguous())
+    rest, new = det().score(x[:, 8 * P:], state=old)
+    assert new["version"] == 3 and new["buf"].shape == state["buf"].shape
+    np.testing.assert_array_equal(rest, whole[:, 8 * P:])
 
 
 def test_series_of_different_lengths_in_one_batch() -> None:

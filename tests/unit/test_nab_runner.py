@@ -47,3 +47,29 @@ def test_unknown_detector_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "agents.cli", "nab", "--data", str(tmp_path / "data"),
                            "--out", str(tmp_path / "out"), "--detector", "magic"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown detector" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_irregular_rows_are_placed_on_the_regular_grid_the_daemon_sees() -> None:
+    from agents.nab import detect_remediator, grid_slots
+
+    step = 300.0
+    assert grid_slots(np.arange(5) * step).tolist() == [0, 1, 2, 3, 4]
+    # a gap of 3 samples, a duplicate timestamp (kept in order in the next free slot: no row's value is
+    # lost; the rows after it follow one slot late until a gap absorbs the shift), an off-grid time
+    ts = np.array([0, 300, 1200, 1200, 1500, 1790, 2100], dtype=float)
+    assert grid_slots(ts).tolist() == [0, 1, 4, 5, 6, 7, 8]
+    # unknown timing: one slot per row
+    assert grid_slots(np.array([0.0, 600.0, 300.0])).tolist() == [0, 1, 2]
+    assert grid_slots(np.array([0.0, np.nan, 600.0])).tolist() == [0, 1, 2]
+    assert grid_slots(np.array([0.0, 300.0, 300.0 * 10_000])).tolist() == [0, 1, 2]   # a grid 20x the rows
+    # one score per row, in order; a gap does not shift "one day earlier" (same scores as the gridded series)
+    rng = np.random.default_rng(1)
+    t = np.arange(3 * 288) * step
+    v = 10 + np.sin(2 * np.pi * np.arange(t.size) / 288) + 0.05 * rng.standard_normal(t.size)
+    keep = np.ones(t.size, bool)
+    keep[400:430] = False
+    (s,) = detect_remediator([(t[keep], v[keep])])
+    assert s.shape == (int(keep.sum()),)
+    gridded = np.where(keep, v, np.nan)
+    (g,) = detect_remediator([(t, gridded)])
+    np.testing.assert_allclose(s, g[keep])

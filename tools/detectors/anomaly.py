@@ -7,7 +7,8 @@ The method (chosen on NAB evidence, see bench/README.md) is an ensemble of four 
 suppression:
 
 1. level: |x - m| / s, with m an EWMA of the series and s an EWMA of the winsorised |x - m|;
-2. seasonal: |x - x(t - P)| / s_P, P = steps per day (skipped when unknown or not yet seen);
+2. seasonal: |x - x(t - P)| / s_P, P = steps per day (skipped when unknown or not yet seen; a
+   missing x(t - P) is replaced by the mean of x(t - P -+ 1), else the one that exists);
 3. change: |x - x_prev| / s_D, the jump from the previous sample;
 4. weekly: |x - x(t - 7P)| / s_W, once a week has been seen.
 
@@ -74,7 +75,7 @@ WEEK_DAYS = 7             # weekly signal: the same time this many days earlier
 SCALE_FLOOR = 0.01        # feature scales never below 1 % of the level scale
 LOG_EPS = 1e-10           # score = log(1 - L + eps) / log(eps)
 Z_CAP = 1e4
-STATE_VERSION = 2
+STATE_VERSION = 3         # 3: the ring buffer is [time, series] (was [series, time])
 SPATIAL_TOL = 0.05        # a value beyond the range seen so far by more than this fraction of it
                           # scores 1 (Numenta's NAB "spatial anomaly", same tolerance)
 SEASON_GATE = 0.5         # with a seasonal signal, only points whose seasonal likelihood is >= this score
@@ -178,14 +179,17 @@ class StreamingAnomalyDetector:
             "vmin": torch.full((s,), float("inf"), device=dev, dtype=dt), "nr": z(),
             "vmax": torch.full((s,), float("-inf"), device=dev, dtype=dt),
             "gmax": torch.zeros(f, s, device=dev, dtype=dt),
-            "buf": torch.full((s, buf_len), float("nan"), device=dev, dtype=dt),
+            # [time, series]: at each step every series reads the same ring rows, so the reads of a
+            # batch on one grid are contiguous (a [series, time] ring made them one cache miss each)
+            "buf": torch.full((buf_len, s), float("nan"), device=dev, dtype=dt),
         }
 
     def _state_to(self, state: State) -> State:
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
 
     def _widen(self, buf: torch.Tensor, steps: torch.Tensor, width: int) -> torch.Tensor:
-        """The ring buffer ``buf`` (position = step % its width) re-laid out for a wider ring."""
+        """A version-1/2 ring buffer ``buf`` ([series, time], position = step % its width) re-laid out
+        for a ring ``width`` wide (still [series, time])."""
         olen = buf.shape[1]
         if olen >= width:
             return buf
@@ -226,7 +230,8 @@ class StreamingAnomalyDetector:
                 fresh = self.init_state(n_s, state["period"].cpu().numpy())
                 for k, v in fresh.items():
                     state.setdefault(k, v)
-                state["buf"] = self._widen(state["buf"], state["steps"], fresh["buf"].shape[1])
+                if int(state.get("version") or 1) < 3:   # rings were [series, time] before version 3
+                    state["buf"] = self._widen(state["buf"], state["steps"], fresh["buf"].shape[0]).T.contiguous()
                 for k in ("scale", "short", "mu", "var", "nf", "gmax"):   # version 1 had 3 features
                     if state[k].shape[0] < fresh[k].shape[0]:
                         state[k] = torch.cat([state[k], fresh[k][state[k].shape[0]:]])
@@ -266,9 +271,17 @@ class StreamingAnomalyDetector:
 
         period = st["period"]
         has_season = period > 0
-        buf = st["buf"]
-        blen = buf.shape[1]
+        buf = st["buf"].contiguous()
+        blen = buf.shape[0]
+        flat = buf.view(-1)
         rows = torch.arange(n_s, device=dev)
+        # ring positions read each step, as offsets from the current step: the slot about to be written
+        # (kept where the series is padded), one day back and its two neighbours, one week back and the
+        # step after it -- one gather per step instead of six
+        offsets = torch.stack([torch.zeros_like(period), -period, -period - 1, -period + 1,
+                               -WEEK_DAYS * period, -WEEK_DAYS * period + 1], dim=1)
+        offsets = torch.where(period[:, None] > 0, offsets, 0)   # in [-blen, 0]; unused without a season
+        col = rows[:, None]
         refr = torch.where(period > 0, (period.to(torch.float64) * REFRACTORY_DAYS).round().to(torch.int64),
                            torch.full_like(period, REFRACTORY_STEPS))
         hl = torch.where(period > 0, period.to(torch.float64) * RECORD_HL_DAYS,
@@ -277,6 +290,7 @@ class StreamingAnomalyDetector:
         log_eps = math.log(LOG_EPS)
         one = torch.ones((), device=dev, dtype=dt)
         tiny = torch.tensor(1e-30, device=dev, dtype=dt)
+        nanv = torch.tensor(float("nan"), device=dev, dtype=dt)
 
         # a series is scored once it has WARMUP samples and, when its day is known, one full day
         warm_n = torch.clamp(period, min=WARMUP).to(dt)
@@ -296,11 +310,21 @@ class StreamingAnomalyDetector:
             # --- surprises
             d_level = v - level
             d_change = v - last
-            pos = torch.remainder(steps - period, blen)
-            prev = buf[rows, pos]
+            back = torch.remainder(steps, blen)[:, None] + offsets          # offsets >= -blen: one wrap at most
+            slots = torch.where(back < 0, back + blen, back) * n_s + col
+            here, prev, before, after, prevw, afterw = flat[slots.view(-1)].view(n_s, 6).unbind(1)
+            # a missing reference sample (a gap one day ago): the mean of its two neighbours, else the
+            # one that exists, so that a gap does not switch the seasonal gate off
+            before = torch.where(steps - period - 1 >= 0, before, nanv)
+            after = torch.where(period > 1, after, nanv)
+            between = torch.where(torch.isfinite(before) & torch.isfinite(after), 0.5 * (before + after),
+                                  torch.where(torch.isfinite(before), before, after))
+            prev = torch.where(torch.isfinite(prev), prev, between)
             s_ok = has_season & (steps >= period * SEASON_MIN_DAYS) & torch.isfinite(prev)
             d_season = torch.where(s_ok, v - prev, torch.zeros((), device=dev, dtype=dt))
-            prevw = buf[rows, torch.remainder(steps - WEEK_DAYS * period, blen)]
+            # likewise a week ago (one step earlier than a week is no longer in the one-week ring)
+            afterw = torch.where(period > 1, afterw, nanv)
+            prevw = torch.where(torch.isfinite(prevw), prevw, afterw)
             w_ok = has_season & (steps >= WEEK_DAYS * period) & torch.isfinite(prevw)
             d_week = torch.where(w_ok, v - prevw, torch.zeros((), device=dev, dtype=dt))
             d = torch.stack([d_level, d_season, d_change, d_week])
@@ -361,8 +385,7 @@ class StreamingAnomalyDetector:
             nr = torch.where(ok, nr + 1, nr)
             n = torch.where(ok, n + 1, n)
             quiet = torch.where(live, torch.where(alarm, refr, torch.clamp(quiet - 1, min=0)), quiet)
-            wpos = torch.remainder(steps, blen)
-            buf[rows, wpos] = torch.where(live, torch.where(ok, v, torch.full_like(v, float("nan"))), buf[rows, wpos])
+            flat.index_copy_(0, slots[:, 0], torch.where(live, torch.where(ok, v, nanv), here))
             steps = torch.where(live, steps + 1, steps)
         st.update(n=n, last=last, level=level, scale=scale, short=short, mu=mu, var=var, nf=nf,
                   steps=steps, quiet=quiet, buf=buf, vmin=vmin, vmax=vmax, nr=nr, gmax=gmax)
