@@ -107,6 +107,24 @@ def test_gaps_and_missing_tail() -> None:
     assert run(gone) == []
 
 
+@pytest.mark.parametrize("extra,found", [(1, False), (2, True)])
+def test_one_autoscaler_step_above_the_usual_replicas_is_not_an_anomaly(extra: int, found: bool) -> None:
+    """An HPA at 2 replicas that runs 3 for an hour costs x1.5: autoscaling granularity, not an incident
+    (seen in a scenario on a 2-3 replica gateway); 2 more replicas than usual at this hour still is one."""
+    reps = np.full(N, 2.0)
+    reps[(TS % DAY) > DAY - 3600 * 2] = 3.0           # every evening one more replica for two hours: usual
+    reps[-3600 // STEP:] = 2.0 + extra                 # the last hour, at a time of day that usually runs 2
+    cost = 0.04 * reps
+    stats = InputStats()
+    out = detect_cost_anomalies([WorkloadSeries(service="web/gw", file=None, ts=TS, cost=cost, replicas=reps)], S, stats)
+    assert bool(out) is found
+    if not found:
+        assert any("at most 1 replica(s) above the usual count" in r for r in stats.rejected)
+    # the same cost rise without a replica change (a price or request change) is an anomaly
+    assert detect_cost_anomalies([WorkloadSeries(service="web/gw", file=None, ts=TS, cost=cost,
+                                                 replicas=np.full(N, 2.0))], S, InputStats())
+
+
 def test_gpu_utilisation_during_the_excursion_is_evidence() -> None:
     c = seasonal()
     c[-6 * 3600 // STEP:] *= 3

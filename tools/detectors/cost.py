@@ -32,6 +32,7 @@ class CostSettings:
     min_ratio: float = 1.3
     z: float = 4.0
     seasonal_days: int = 6
+    replica_step: float = 1.0   # this many replicas above the usual count at this hour is autoscaling granularity
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,10 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
                     return None
     if w.replicas is not None:
         rp = clean_series(w.ts, w.replicas)
+        if rp is not None and _one_autoscaler_step(rp[1], step, settings, win, ratio):
+            stats.reject(f"cost {w.service}", f"cost x{ratio:.2f} is at most {settings.replica_step:g} replica(s) above "
+                                              "the usual count at this time of day, at the usual cost per replica")
+            return None
         if rp is not None:
             r = rp[1]
             before = r[:start]
@@ -193,6 +198,22 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
                  f"for {duration / 60:.0f} min (about ${(actual - expected) * HOURS_PER_MONTH:,.0f}/month extra)"),
         evidence=evidence,
     )
+
+
+def _one_autoscaler_step(r: Array, step: float, settings: CostSettings, win: slice, ratio: float) -> bool:
+    """True when the rise is one autoscaler step: at most ``replica_step`` replicas more than at the
+    same time on previous days (else than over the day before), each costing what it usually does.
+    With two or three replicas one more is already x1.3-1.5 of the cost, and normal."""
+    r_now = float(np.nanmean(r[win])) if np.isfinite(r[win]).any() else math.nan
+    r_exp_all = _expected(r, step, settings)[win]
+    if np.isfinite(r_exp_all).any():
+        r_exp = float(np.nanmean(r_exp_all))
+    else:
+        day_before = r[max(0, win.start - int(round(DAY_S / step))): win.start]
+        r_exp = float(np.nanmedian(day_before)) if np.isfinite(day_before).any() else math.nan
+    if not (math.isfinite(r_now) and math.isfinite(r_exp)) or r_now <= 0 or r_exp <= 0:
+        return False
+    return r_now - r_exp <= settings.replica_step + 1e-9 and ratio * r_exp / r_now < settings.min_ratio
 
 
 def _gpu_util_evidence(w: WorkloadSeries, step: float, settings: CostSettings, win: slice,
