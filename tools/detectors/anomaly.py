@@ -291,6 +291,8 @@ class StreamingAnomalyDetector:
         one = torch.ones((), device=dev, dtype=dt)
         tiny = torch.tensor(1e-30, device=dev, dtype=dt)
         nanv = torch.tensor(float("nan"), device=dev, dtype=dt)
+        zero = torch.zeros((), device=dev, dtype=dt)
+        a_scale = torch.tensor(ALPHA_SCALE, device=dev, dtype=dt)
 
         # a series is scored once it has WARMUP samples and, when its day is known, one full day
         warm_n = torch.clamp(period, min=WARMUP).to(dt)
@@ -321,19 +323,19 @@ class StreamingAnomalyDetector:
                                   torch.where(torch.isfinite(before), before, after))
             prev = torch.where(torch.isfinite(prev), prev, between)
             s_ok = has_season & (steps >= period * SEASON_MIN_DAYS) & torch.isfinite(prev)
-            d_season = torch.where(s_ok, v - prev, torch.zeros((), device=dev, dtype=dt))
+            d_season = torch.where(s_ok, v - prev, zero)
             # likewise a week ago (one step earlier than a week is no longer in the one-week ring)
             afterw = torch.where(period > 1, afterw, nanv)
             prevw = torch.where(torch.isfinite(prevw), prevw, afterw)
             w_ok = has_season & (steps >= WEEK_DAYS * period) & torch.isfinite(prevw)
-            d_week = torch.where(w_ok, v - prevw, torch.zeros((), device=dev, dtype=dt))
+            d_week = torch.where(w_ok, v - prevw, zero)
             d = torch.stack([d_level, d_season, d_change, d_week])
             ad = d.abs()
             # every scale is floored at SCALE_FLOOR x the level scale: a noise-free seasonal series
             # (seasonal residual ~ float rounding) does not turn rounding into surprise
             floor = torch.maximum(scale[0] * SCALE_FLOOR, tiny)
             z = torch.clamp(ad / torch.maximum(scale, floor), max=Z_CAP)
-            z = torch.where(ad == 0, torch.zeros((), device=dev, dtype=dt), z)
+            z = torch.where(ad == 0, zero, z)
             zok = torch.stack([seen, s_ok, seen, w_ok]) & ok
             warm = n >= warm_n
             # --- likelihood
@@ -359,7 +361,7 @@ class StreamingAnomalyDetector:
             # must first be learnt for warm_n samples)
             spatial = (nr >= warm_n) & (vmax > vmin) & ((v > vmax + tol) | (v < vmin - tol))
             sc = torch.where(spatial, one, sc)
-            sc = torch.where(ok & warm, sc, torch.zeros((), device=dev, dtype=dt))
+            sc = torch.where(ok & warm, sc, zero)
             in_quiet = quiet > 0
             sc = torch.where(in_quiet, sc * DAMP, sc)
             alarm = (sc >= ALARM) & ~in_quiet
@@ -369,13 +371,13 @@ class StreamingAnomalyDetector:
             dm = short_new - mu
             a_long = torch.clamp(1.0 / (nf + 1.0), min=ALPHA_LONG)
             mu = torch.where(upd, mu + a_long * dm, mu)
-            var = torch.where(upd, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), torch.zeros_like(var)), var)
+            var = torch.where(upd, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), zero), var)
             gmax = torch.where(upd & (nf >= WARMUP), torch.maximum(gmax * rec_decay, short_new), gmax)
             nf = torch.where(upd, nf + 1, nf)
             short = short_new
             clip = torch.where(scale > 0, WINSOR * scale, ad)
             adw = torch.minimum(ad, torch.where(n >= WARMUP, clip, ad))
-            alpha_s = torch.where(nf < WARMUP, 1.0 / (nf + 1.0), torch.full_like(nf, ALPHA_SCALE))
+            alpha_s = torch.where(nf < WARMUP, 1.0 / (nf + 1.0), a_scale)
             scale = torch.where(upd, scale + alpha_s * (adw - scale), scale)
             alpha_l = torch.clamp(1.0 / (n + 1.0), min=ALPHA_LEVEL)
             level = torch.where(ok, torch.where(seen, level + alpha_l * d_level, v), level)
