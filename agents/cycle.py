@@ -475,8 +475,9 @@ def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[
     if len(grids) != 1:
         return series
     util_key = "{} gpu_util".format
+    n = grids.pop()
     rows = [(w.service, w.cost) for w in series] + [(util_key(w.service), w.gpu_util) for w in series
-                                                     if w.gpu_util is not None]
+                                                     if w.gpu_util is not None and np.size(w.gpu_util) == n]
     try:
         ts = np.asarray(series[0].ts, dtype=np.float64)
         values = np.vstack([np.asarray(v, dtype=np.float64) for _, v in rows])
