@@ -765,7 +765,7 @@ def guard(deps: Deps, state: CycleState) -> CycleState:
                            has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected,
                            scope=_scope(inc, state, workloads),
                            rollback_versions=_rollback_versions(deps, inc, workloads),
-                           request_values=_request_values(deps, inc, workloads))
+                           request_values=_request_values(deps, inc, p, workloads))
         checked = guard_or_fallback(p, inc, check=partial(guard_check, incident=inc, ctx=ctx),
                                     fallback=partial(deterministic_plan, inc, plan_ctx))
         if checked.id != p.id:
@@ -795,11 +795,14 @@ def _rollback_versions(deps: Deps, inc: Incident, workloads: dict[str, Workload]
     return {str(v) for v in ((prev or {}).get("version"), base) if v}
 
 
-def _request_values(deps: Deps, inc: Incident, workloads: dict[str, Workload]) -> dict[str, set[str]] | None:
-    """For a cost incident (the only kind rightsize_requests answers): the values each resource
-    request of its workload had in Git history, the only values a rightsize may go back to."""
+def _request_values(deps: Deps, inc: Incident, plan: RemediationPlan,
+                    workloads: dict[str, Workload]) -> dict[str, set[str]] | None:
+    """Where a rightsize may be checked (the plan is one, or the incident's deterministic fallback
+    would be: a raised request in the evidence): the values each resource request of the workload
+    had in Git history, the only values a rightsize may go back to. None otherwise (no Git walk)."""
     w = workloads.get(inc.service)
-    if inc.kind != "cost_anomaly" or w is None:
+    if inc.kind != "cost_anomaly" or w is None or (
+            plan.playbook != "rightsize_requests" and not inc.evidence.get("request_change")):
         return None
     out: dict[str, set[str]] = {}
     for _, _, requests in _request_history(deps, w):

@@ -206,21 +206,18 @@ def table(res: dict[str, Any]) -> str:
     def fmt(x: Any) -> str:
         return "-" if x is None else f"{x:g}"
 
-    for cell in res["drift"]:
-        for d, e in cell["detectors"].items():
-            lines.append(f"| {cell['rate_per_min']:g} | {cell['js_shift']:g} | {d} | {e['false_alarm_streams']:.0%} | "
-                         f"{fmt(e.get('false_alarm_per_check'))} | "
-                         f"{'-' if 'detected' not in e else format(e['detected'], '.0%')} | "
-                         f"{fmt(e.get('delay_median_min'))} | {fmt(e.get('delay_p90_min'))} |")
+    def rows(cells: list[dict[str, Any]], key: str) -> list[str]:
+        return [f"| {cell['rate_per_min']:g} | {cell[key]:g} | {d} | {e['false_alarm_streams']:.0%} | "
+                f"{fmt(e.get('false_alarm_per_check'))} | "
+                f"{'-' if 'detected' not in e else format(e['detected'], '.0%')} | "
+                f"{fmt(e.get('delay_median_min'))} | {fmt(e.get('delay_p90_min'))} |"
+                for cell in cells for d, e in cell["detectors"].items()]
+
+    lines += rows(res["drift"], "js_shift")
     lines += ["", "Fairness (two groups 20:1; gap 0 = null streams)", "",
               "| outcomes /min | gap | detector | false-alarm streams | FA per check | detected | "
               "delay median (min) | delay p90 (min) |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for cell in res["fairness"]:
-        for d, e in cell["detectors"].items():
-            lines.append(f"| {cell['rate_per_min']:g} | {cell['gap']:g} | {d} | {e['false_alarm_streams']:.0%} | "
-                         f"{fmt(e.get('false_alarm_per_check'))} | "
-                         f"{'-' if 'detected' not in e else format(e['detected'], '.0%')} | "
-                         f"{fmt(e.get('delay_median_min'))} | {fmt(e.get('delay_p90_min'))} |")
+    lines += rows(res["fairness"], "gap")
     return "\n".join(lines)
 
 

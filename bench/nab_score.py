@@ -103,27 +103,24 @@ def prepare_file(rel: str, timestamps: np.ndarray, windows: list[tuple[Any, Any]
     win = np.full(n, -1, dtype=np.int64)
     s_value = np.empty(n, dtype=np.float64)
     idx = np.arange(n, dtype=np.float64)
-    # outside: before any window
     prev_end, prev_w = -1, 0
     cursor = 0
-    for k, (a, b) in enumerate(spans):
-        w = b - a + 1
-        # rows after the previous window (or from the start) up to this window
-        seg = slice(cursor, a)
+
+    def outside(seg: slice) -> None:
+        """Rows after the previous window (or from the start, before any window): FP weights."""
         if prev_end < 0:
             s_value[seg] = -1.0
         else:
             denom = float(prev_w - 1) if prev_w > 1 else 1e-12
             s_value[seg] = scaled_sigmoid(np.abs(prev_end - idx[seg]) / denom)
+
+    for k, (a, b) in enumerate(spans):
+        w = b - a + 1
+        outside(slice(cursor, a))
         win[a:b + 1] = first_id + k
         s_value[a:b + 1] = scaled_sigmoid(-(b - idx[a:b + 1] + 1.0) / w) / S_MINUS_ONE
         prev_end, prev_w, cursor = b, w, b + 1
-    seg = slice(cursor, n)
-    if prev_end < 0:
-        s_value[seg] = -1.0
-    else:
-        denom = float(prev_w - 1) if prev_w > 1 else 1e-12
-        s_value[seg] = scaled_sigmoid(np.abs(prev_end - idx[seg]) / denom)
+    outside(slice(cursor, n))
     scorable = np.arange(n) >= probation_length(n)
     return FileInfo(rel=rel, category=rel.split("/")[0], n=n, windows=spans, win=win,
                     scorable=scorable, s_value=s_value)

@@ -200,17 +200,22 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
     )
 
 
+def _usual(x: Array, step: float, settings: CostSettings, win: slice) -> float:
+    """What ``x`` usually is over ``win``: the same hours on previous days, else the median of the
+    day before the window; NaN when neither is known."""
+    exp = _expected(x, step, settings)[win]
+    if np.isfinite(exp).any():
+        return float(np.nanmean(exp))
+    day_before = x[max(0, win.start - int(round(DAY_S / step))): win.start]
+    return float(np.nanmedian(day_before)) if np.isfinite(day_before).any() else math.nan
+
+
 def _one_autoscaler_step(r: Array, step: float, settings: CostSettings, win: slice, ratio: float) -> bool:
     """True when the rise is one autoscaler step: at most ``replica_step`` replicas more than at the
     same time on previous days (else than over the day before), each costing what it usually does.
     With two or three replicas one more is already x1.3-1.5 of the cost, and normal."""
     r_now = float(np.nanmean(r[win])) if np.isfinite(r[win]).any() else math.nan
-    r_exp_all = _expected(r, step, settings)[win]
-    if np.isfinite(r_exp_all).any():
-        r_exp = float(np.nanmean(r_exp_all))
-    else:
-        day_before = r[max(0, win.start - int(round(DAY_S / step))): win.start]
-        r_exp = float(np.nanmedian(day_before)) if np.isfinite(day_before).any() else math.nan
+    r_exp = _usual(r, step, settings, win)
     if not (math.isfinite(r_now) and math.isfinite(r_exp)) or r_now <= 0 or r_exp <= 0:
         return False
     return r_now - r_exp <= settings.replica_step + 1e-9 and ratio * r_exp / r_now < settings.min_ratio
@@ -227,12 +232,9 @@ def _gpu_util_evidence(w: WorkloadSeries, step: float, settings: CostSettings, w
         return {}
     u = cu[1]
     out: dict[str, object] = {"gpu_util_percent": round(float(np.nanmean(u[win])), 1)}
-    uexp = _expected(u, step, settings)
-    day_before = u[max(0, win.start - int(round(DAY_S / step))): win.start]
-    if np.isfinite(uexp[win]).any():    # the same hours on previous days, else the day before the excursion
-        out["gpu_util_expected_percent"] = round(float(np.nanmean(uexp[win])), 1)
-    elif np.isfinite(day_before).any():
-        out["gpu_util_expected_percent"] = round(float(np.nanmedian(day_before)), 1)
+    usual = _usual(u, step, settings, win)
+    if math.isfinite(usual):
+        out["gpu_util_expected_percent"] = round(usual, 1)
     if w.gpu_util_alarm_ts is not None and w.gpu_util_alarm_ts >= start_ts - 3600:
         out["gpu_util_alarm_at"] = _iso(w.gpu_util_alarm_ts)
     return out
