@@ -200,6 +200,30 @@ def test_series_of_different_lengths_in_one_batch() -> None:
     assert np.all(s[1, b.size:] == 0)
 
 
+def test_series_at_different_steps_continue_as_if_scored_alone() -> None:
+    """After a batch with lengths the series' rings sit at different steps (a ring read is then a
+    per-series gather, not one slice); the next batch goes on as if each series were scored alone."""
+    x = np.stack([seasonal(n=10 * P, seed=20 + i) for i in range(3)])
+    x[1, 9 * P + 40:] += 3.0                           # a level shift a week and more in: the weekly ring is read
+    first = [8 * P, 8 * P - 5, 7 * P + 100]
+    batch = np.full((3, 8 * P), np.nan)
+    for i, n in enumerate(first):
+        batch[i, :n] = x[i, :n]
+    _, state = det().score(batch, lengths=first, steps_per_day=P)
+    assert len(set(state["steps"].tolist())) == 3
+    rest = np.full((3, 3 * P), np.nan)
+    for i, n in enumerate(first):
+        rest[i, : 10 * P - n] = x[i, n:]
+    s, new = det().score(rest, state=state, lengths=[10 * P - n for n in first])
+    for i, n in enumerate(first):
+        alone, st1 = det().score(x[i][None, :], steps_per_day=P)
+        np.testing.assert_allclose(s[i, : 10 * P - n], alone[0, n:], atol=1e-6)
+        # the ring holds the same last week of samples as the series scored alone
+        assert int(new["steps"][i]) == int(st1["steps"][0]) == 10 * P
+        np.testing.assert_allclose(new["buf"][:, i].numpy(), st1["buf"][:, 0].numpy(), atol=1e-6, equal_nan=True)
+    assert s[1, 9 * P + 40 - first[1]: 9 * P + 60 - first[1]].max() >= ALARM
+
+
 def test_counter_resets_are_increases() -> None:
     inc = np.abs(seasonal(n=3 * P, seed=7))
     counter = np.cumsum(inc)

@@ -143,10 +143,39 @@ def _counter_increase(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
+def _unroll(ring: torch.Tensor, steps: torch.Tensor, out: torch.Tensor) -> None:
+    """[width, series] ring (a series' step k at row k % width) -> ``out``: the last ``width`` steps of
+    every series in time order (row j = step ``steps - width + j``; a slot never written stays NaN)."""
+    width = ring.shape[0]
+    r = torch.remainder(steps, width)
+    if bool((r == r[0]).all()):           # one grid: a rotation
+        k = int(r[0])
+        out[:width - k] = ring[k:]
+        out[width - k:] = ring[:k]
+        return
+    rows = torch.arange(width, device=ring.device)[:, None] + r[None, :]
+    torch.gather(ring, 0, torch.where(rows >= width, rows - width, rows), out=out)
+
+
+def _roll_up(hist: torch.Tensor, width: int, end: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``_unroll``: the ring [width, series] holding, per series s, the rows
+    ``hist[end[s]: end[s] + width, s]`` ([time, series]), which are its steps ``steps[s] - width``
+    .. ``steps[s] - 1``."""
+    r = torch.remainder(steps, width)
+    if bool((end == end[0]).all()) and bool((r == r[0]).all()):
+        e, k = int(end[0]), int(r[0])
+        return torch.roll(hist[e:e + width], k, 0)      # time-ordered row j -> slot (k + j) % width
+    ar = torch.arange(width, device=hist.device)[:, None]
+    vals = hist.gather(0, ar + end[None, :])
+    slots = ar + r[None, :]
+    return torch.empty_like(vals).scatter_(0, torch.where(slots >= width, slots - width, slots), vals)
+
+
 class StreamingAnomalyDetector:
     """Batched, causal, stateful anomaly scores for [series, time] arrays."""
 
     N_FEATURES = 4
+    BLOCK = 64    # steps whose non-recurrent quantities are computed at once (memory ~ BLOCK x series)
 
     def __init__(self, device: str | torch.device | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
@@ -211,17 +240,12 @@ class StreamingAnomalyDetector:
             if cmask.size == n_s and cmask.any():
                 a = a.copy()
                 a[cmask] = _counter_increase(a[cmask])
-        a = np.where(np.isfinite(a), a, np.nan)
+        pad = np.zeros(a.shape, dtype=bool)      # trailing padding (lengths); NaN/inf = a missing sample
         if lengths is not None:
             ln = np.asarray(lengths, dtype=np.float64).ravel()
             ln = np.where(np.isfinite(ln), ln, n_t).astype(np.int64)
             if ln.size == n_s:
-                a = np.where(np.arange(n_t)[None, :] < np.clip(ln, 0, n_t)[:, None], a, np.nan)
                 pad = np.arange(n_t)[None, :] >= np.clip(ln, 0, n_t)[:, None]
-            else:
-                pad = np.zeros(a.shape, dtype=bool)
-        else:
-            pad = np.zeros(a.shape, dtype=bool)
         if state is None or int(state.get("n", torch.zeros(0)).shape[0]) != n_s:
             state = self.init_state(n_s, steps_per_day)
         else:
@@ -236,28 +260,35 @@ class StreamingAnomalyDetector:
                     if state[k].shape[0] < fresh[k].shape[0]:
                         state[k] = torch.cat([state[k], fresh[k][state[k].shape[0]:]])
                 state["version"] = STATE_VERSION
-        out = np.zeros((n_s, n_t), dtype=np.float64)
         if n_s == 0 or n_t == 0:
-            return out, state
-        x = torch.as_tensor(a, device=self.device, dtype=torch.float64)
+            return np.zeros((n_s, n_t), dtype=np.float64), state
+        x = torch.as_tensor(a, device=self.device, dtype=torch.float64)   # shares the array's memory on CPU
         padded = torch.as_tensor(pad, device=self.device)
-        # the per-step ops are small and memory-bound: one CPU thread is as fast and does not
-        # collapse when the host is busy (measured: 1.8 ms/step vs 30 ms/step with 2 threads under load)
+        scores = torch.zeros(n_t, n_s, device=self.device, dtype=self.dtype)
+        # the per-step ops are small and memory-bound: one CPU thread is as fast and does not collapse
+        # when the host is busy (measured: 1.8 ms/step vs 30 ms/step with 2 threads under load); series
+        # sharded over 2 Python threads were no faster on the 2-core machine either (bench/README.md)
         threads = torch.get_num_threads()
         if self.device.type == "cpu":
             torch.set_num_threads(1)
         try:
-            res = self._run(x, padded, state)
+            self._run(x, padded, state, scores)
         finally:
             torch.set_num_threads(threads)
-        out[:] = res.to("cpu", torch.float64).numpy()
-        return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0), state
+        torch.nan_to_num_(scores, nan=0.0).clamp_(0.0, 1.0)
+        return scores.T.to("cpu", torch.float64).contiguous().numpy(), state
 
     @torch.no_grad()
-    def _run(self, x64: torch.Tensor, padded: torch.Tensor, st: State) -> torch.Tensor:
+    def _run(self, x64: torch.Tensor, padded: torch.Tensor, st: State, scores: torch.Tensor) -> None:
+        """The scores of a batch. Everything that does not depend on the recurrent model (the
+        seasonal references read from the ring, the last valid sample, sample counts, the range
+        seen so far) is computed for a block of steps at once; the per-step loop keeps only the
+        recurrences (level, scales, surprise averages, their long-run mean/variance, record maxima,
+        quiet time). Same values as a step-by-step evaluation of every quantity. Writes ``scores``
+        ([time, series])."""
         dev, dt = self.device, self.dtype
         n_s, n_t = x64.shape
-        valid_all = torch.isfinite(x64)
+        valid_all = torch.isfinite(x64) & ~padded
         # reference value per series (first valid sample ever seen): removes the shift before float32
         first_idx = torch.argmax(valid_all.to(torch.int8), dim=1)
         first_val = x64.gather(1, first_idx[:, None]).squeeze(1)
@@ -265,130 +296,163 @@ class StreamingAnomalyDetector:
         new_ref = has_any & ~st["has_ref"]
         st["ref"] = torch.where(new_ref, first_val.to(dt), st["ref"])
         st["has_ref"] = st["has_ref"] | has_any
-        xs = (x64 - st["ref"].to(torch.float64)[:, None]).to(dt)
-        xs = torch.where(valid_all, xs, torch.zeros((), device=dev, dtype=dt))
-        scores = torch.zeros(n_s, n_t, device=dev, dtype=dt)
-
+        nanv = torch.tensor(float("nan"), device=dev, dtype=dt)
+        zero = torch.zeros((), device=dev, dtype=dt)
+        one = torch.ones((), device=dev, dtype=dt)
+        # time-major from here on: a step reads one contiguous row of every [time, series] tensor
+        ok_all = valid_all.T.contiguous()
+        live_all = ~padded.T                                              # padding is trailing per series
         period = st["period"]
         has_season = period > 0
-        buf = st["buf"].contiguous()
+        steps0, buf = st["steps"], st["buf"]
         blen = buf.shape[0]
-        flat = buf.view(-1)
-        rows = torch.arange(n_s, device=dev)
-        # ring positions read each step, as offsets from the current step: the slot about to be written
-        # (kept where the series is padded), one day back and its two neighbours, one week back and the
-        # step after it -- one gather per step instead of six
-        offsets = torch.stack([torch.zeros_like(period), -period, -period - 1, -period + 1,
-                               -WEEK_DAYS * period, -WEEK_DAYS * period + 1], dim=1)
-        offsets = torch.where(period[:, None] > 0, offsets, 0)   # in [-blen, 0]; unused without a season
-        col = rows[:, None]
+        # the series' history in time order, shifted by ref and in float32: the ring's last blen steps,
+        # then this batch (a missing sample is NaN); row blen + t is this batch's step t of every series
+        hist = torch.empty(blen + n_t, n_s, device=dev, dtype=dt)
+        _unroll(buf, steps0, hist[:blen])
+        ref64 = st["ref"].to(torch.float64)[None, :]
+        for t0 in range(0, n_t, self.BLOCK):
+            t1 = min(n_t, t0 + self.BLOCK)
+            hist[blen + t0: blen + t1] = torch.where(ok_all[t0:t1], (x64[:, t0:t1].T - ref64).to(dt), nanv)
+        # carried from block to block: samples so far, the last valid value, the range seen so far
+        n_run, nr_run, last_run = st["n"], st["nr"], st["last"]
+        vmin_run, vmax_run = st["vmin"], st["vmax"]
         refr = torch.where(period > 0, (period.to(torch.float64) * REFRACTORY_DAYS).round().to(torch.int64),
                            torch.full_like(period, REFRACTORY_STEPS))
         hl = torch.where(period > 0, period.to(torch.float64) * RECORD_HL_DAYS,
                          torch.full_like(period, RECORD_HL_STEPS, dtype=torch.float64))
         rec_decay = torch.exp(-math.log(2.0) / hl).to(dt)
         log_eps = math.log(LOG_EPS)
-        one = torch.ones((), device=dev, dtype=dt)
         tiny = torch.tensor(1e-30, device=dev, dtype=dt)
-        nanv = torch.tensor(float("nan"), device=dev, dtype=dt)
-        zero = torch.zeros((), device=dev, dtype=dt)
         a_scale = torch.tensor(ALPHA_SCALE, device=dev, dtype=dt)
-
         # a series is scored once it has WARMUP samples and, when its day is known, one full day
         warm_n = torch.clamp(period, min=WARMUP).to(dt)
-        n, last, level = st["n"], st["last"], st["level"]
-        scale, short, mu, var, nf = st["scale"], st["short"], st["mu"], st["var"], st["nf"]
-        steps, quiet = st["steps"], st["quiet"]
-        vmin, vmax, nr, gmax = st["vmin"], st["vmax"], st["nr"], st["gmax"]
+        level, scale, short, mu, var, nf = st["level"], st["scale"], st["short"], st["mu"], st["var"], st["nf"]
+        quiet, gmax = st["quiet"], st["gmax"]
         a_short = torch.full((self.N_FEATURES, 1), ALPHA_SHORT, device=dev, dtype=dt)
         a_short[2] = ALPHA_SHORT_CHANGE
-        z = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=dt)
-        zok = torch.zeros(self.N_FEATURES, n_s, device=dev, dtype=torch.bool)
-        for t in range(n_t):
-            live = ~padded[:, t]
-            ok = valid_all[:, t]
-            v = xs[:, t]
-            seen = n > 0
-            # --- surprises
-            d_level = v - level
-            d_change = v - last
-            back = torch.remainder(steps, blen)[:, None] + offsets          # offsets >= -blen: one wrap at most
-            slots = torch.where(back < 0, back + blen, back) * n_s + col
-            here, prev, before, after, prevw, afterw = flat[slots.view(-1)].view(n_s, 6).unbind(1)
+        # ring reads as distances back from the current step: one day (and its two neighbours), one
+        # week (and the step after it); unused without a season
+        back = torch.stack([period, period + 1, period - 1, WEEK_DAYS * period, WEEK_DAYS * period - 1])
+        back = torch.where(has_season[None, :], back, 0)
+        # the first batch step at which a series has seen enough steps for a read (-1: already; small
+        # integers, exact in float32)
+        def first_t(first: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(first - steps0, min=-1, max=n_t + 1).to(dt)[None, :]
+
+        t_before, t_day, t_week = first_t(period + 1), first_t(period * SEASON_MIN_DAYS), first_t(WEEK_DAYS * period)
+        one_grid = bool((steps0 == steps0[0]).all()) and bool((back == back[:, :1]).all())
+
+        for t0 in range(0, n_t, self.BLOCK):
+            t1 = min(n_t, t0 + self.BLOCK)
+            ok_b = ok_all[t0:t1]
+            v_b = torch.where(ok_b, hist[blen + t0: blen + t1], zero)
+            tt = torch.arange(t0, t1, device=dev)[:, None]
+            ttf = tt.to(dt)
+            if one_grid:   # every series at the same step with the same period: the reads are slices
+                rd = [hist[blen + t0 - k: blen + t1 - k] for k in back[:, 0].tolist()]
+            else:
+                rd = [hist.gather(0, blen + tt - k[None, :]) for k in back]
+            prev, before, after, prevw, afterw = rd
             # a missing reference sample (a gap one day ago): the mean of its two neighbours, else the
             # one that exists, so that a gap does not switch the seasonal gate off
-            before = torch.where(steps - period - 1 >= 0, before, nanv)
+            before = torch.where(ttf >= t_before, before, nanv)
             after = torch.where(period > 1, after, nanv)
-            between = torch.where(torch.isfinite(before) & torch.isfinite(after), 0.5 * (before + after),
-                                  torch.where(torch.isfinite(before), before, after))
+            fin_b, fin_a = torch.isfinite(before), torch.isfinite(after)
+            between = torch.where(fin_b & fin_a, 0.5 * (before + after), torch.where(fin_b, before, after))
             prev = torch.where(torch.isfinite(prev), prev, between)
-            s_ok = has_season & (steps >= period * SEASON_MIN_DAYS) & torch.isfinite(prev)
-            d_season = torch.where(s_ok, v - prev, zero)
+            s_ok = has_season & (ttf >= t_day) & torch.isfinite(prev)
             # likewise a week ago (one step earlier than a week is no longer in the one-week ring)
             afterw = torch.where(period > 1, afterw, nanv)
             prevw = torch.where(torch.isfinite(prevw), prevw, afterw)
-            w_ok = has_season & (steps >= WEEK_DAYS * period) & torch.isfinite(prevw)
-            d_week = torch.where(w_ok, v - prevw, zero)
-            d = torch.stack([d_level, d_season, d_change, d_week])
-            ad = d.abs()
-            # every scale is floored at SCALE_FLOOR x the level scale: a noise-free seasonal series
-            # (seasonal residual ~ float rounding) does not turn rounding into surprise
-            floor = torch.maximum(scale[0] * SCALE_FLOOR, tiny)
-            z = torch.clamp(ad / torch.maximum(scale, floor), max=Z_CAP)
-            z = torch.where(ad == 0, zero, z)
-            zok = torch.stack([seen, s_ok, seen, w_ok]) & ok
-            warm = n >= warm_n
-            # --- likelihood
-            g = torch.log1p(z)
-            short_new = torch.where(zok, short + a_short * (g - short), short)
-            std = torch.sqrt(torch.clamp(var, min=1e-6))
-            zz = (short_new - mu) / std
-            # tail probability 1 - likelihood, computed directly (erfc) so that it keeps its precision
-            # in float32 far into the tail instead of rounding 1 - L to 0
-            tail = 0.5 * torch.erfc(zz / math.sqrt(2.0))
-            tail = torch.where(zok & (nf >= WARMUP) & (zz > 0), tail, one)
-            # record gate: a surprise no larger than one this series already had (recently) is not news
-            if RECORD_GATE:
-                tail = torch.where(short_new > gmax, tail, one)
-            tmin = tail.min(dim=0).values
-            # seasonal gate: what looks like the same time of the previous day is not news either
-            tmin = torch.where(zok[1] & (tail[1] > 1.0 - SEASON_GATE), one, tmin)
-            if WEEK_GATE:  # ... nor what looks like the same time of the previous week
-                tmin = torch.where(zok[3] & (tail[3] > 1.0 - SEASON_GATE), one, tmin)
-            sc = torch.clamp(torch.log(tmin + LOG_EPS) / log_eps, min=0.0)
+            w_ok = has_season & (ttf >= t_week) & torch.isfinite(prevw)
+            # samples before each step: counts (exact: integers < 2^24)
+            okf = ok_b.to(dt)
+            c_before = torch.cumsum(okf, dim=0) - okf
+            nb, nrb = n_run[None, :] + c_before, nr_run[None, :] + c_before
+            n_run, nr_run = n_run + okf.sum(dim=0), nr_run + okf.sum(dim=0)
+            # the last valid value and the range seen before each step: running row by row (a cumulative
+            # max along time is a strided scan, much slower than C row operations)
+            nb_rows = t1 - t0
+            last_v = torch.empty_like(v_b)
+            vmax = torch.empty_like(v_b)
+            vmin = torch.empty_like(v_b)
+            for i in range(nb_rows):
+                last_v[i], vmax[i], vmin[i] = last_run, vmax_run, vmin_run
+                last_run = torch.where(ok_b[i], v_b[i], last_run)
+                vmax_run = torch.where(ok_b[i], torch.maximum(vmax_run, v_b[i]), vmax_run)
+                vmin_run = torch.where(ok_b[i], torch.minimum(vmin_run, v_b[i]), vmin_run)
+            seen = nb > 0
+            # |surprise| per feature; the level's (row 0) is filled in by the loop
+            ad_b = torch.empty(nb_rows, self.N_FEATURES, n_s, device=dev, dtype=dt)
+            torch.abs(torch.where(s_ok, v_b - prev, zero), out=ad_b[:, 1])
+            torch.abs(v_b - last_v, out=ad_b[:, 2])
+            torch.abs(torch.where(w_ok, v_b - prevw, zero), out=ad_b[:, 3])
+            zok_b = torch.empty(nb_rows, self.N_FEATURES, n_s, device=dev, dtype=torch.bool)
+            torch.logical_and(seen, ok_b, out=zok_b[:, 0])
+            torch.logical_and(s_ok, ok_b, out=zok_b[:, 1])
+            zok_b[:, 2] = zok_b[:, 0]
+            torch.logical_and(w_ok, ok_b, out=zok_b[:, 3])
+            warm_ok_b = ok_b & (nb >= warm_n)
             tol = (vmax - vmin) * SPATIAL_TOL
             # (nr: samples in the range; = n, except for a state upgraded from version 1, whose range
             # must first be learnt for warm_n samples)
-            spatial = (nr >= warm_n) & (vmax > vmin) & ((v > vmax + tol) | (v < vmin - tol))
-            sc = torch.where(spatial, one, sc)
-            sc = torch.where(ok & warm, sc, zero)
-            in_quiet = quiet > 0
-            sc = torch.where(in_quiet, sc * DAMP, sc)
-            alarm = (sc >= ALARM) & ~in_quiet
-            scores[:, t] = sc
-            # --- updates (only where the sample is valid)
-            upd = zok
-            dm = short_new - mu
-            a_long = torch.clamp(1.0 / (nf + 1.0), min=ALPHA_LONG)
-            mu = torch.where(upd, mu + a_long * dm, mu)
-            var = torch.where(upd, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), zero), var)
-            gmax = torch.where(upd & (nf >= WARMUP), torch.maximum(gmax * rec_decay, short_new), gmax)
-            nf = torch.where(upd, nf + 1, nf)
-            short = short_new
-            clip = torch.where(scale > 0, WINSOR * scale, ad)
-            adw = torch.minimum(ad, torch.where(n >= WARMUP, clip, ad))
-            alpha_s = torch.where(nf < WARMUP, 1.0 / (nf + 1.0), a_scale)
-            scale = torch.where(upd, scale + alpha_s * (adw - scale), scale)
-            alpha_l = torch.clamp(1.0 / (n + 1.0), min=ALPHA_LEVEL)
-            level = torch.where(ok, torch.where(seen, level + alpha_l * d_level, v), level)
-            last = torch.where(ok, v, last)
-            vmin = torch.where(ok, torch.minimum(vmin, v), vmin)
-            vmax = torch.where(ok, torch.maximum(vmax, v), vmax)
-            nr = torch.where(ok, nr + 1, nr)
-            n = torch.where(ok, n + 1, n)
-            quiet = torch.where(live, torch.where(alarm, refr, torch.clamp(quiet - 1, min=0)), quiet)
-            flat.index_copy_(0, slots[:, 0], torch.where(live, torch.where(ok, v, nanv), here))
-            steps = torch.where(live, steps + 1, steps)
-        st.update(n=n, last=last, level=level, scale=scale, short=short, mu=mu, var=var, nf=nf,
-                  steps=steps, quiet=quiet, buf=buf, vmin=vmin, vmax=vmax, nr=nr, gmax=gmax)
-        return scores
+            spatial_b = ((nrb >= warm_n) & (vmax > vmin) & ((v_b > vmax + tol) | (v_b < vmin - tol))
+                         & warm_ok_b)
+            nwarm_b = nb >= WARMUP
+            alpha_l_b = torch.clamp(1.0 / (nb + 1.0), min=ALPHA_LEVEL)
+            live_b = live_all[t0:t1]
+            for i in range(t1 - t0):
+                v, ok, zok, ad = v_b[i], ok_b[i], zok_b[i], ad_b[i]
+                d_level = v - level
+                ad[0] = d_level.abs()
+                # every scale is floored at SCALE_FLOOR x the level scale: a noise-free seasonal series
+                # (seasonal residual ~ float rounding) does not turn rounding into surprise
+                floor = torch.maximum(scale[0] * SCALE_FLOOR, tiny)
+                z = torch.clamp(ad / torch.maximum(scale, floor), max=Z_CAP)
+                z = torch.where(ad == 0, zero, z)
+                # --- likelihood
+                g = torch.log1p(z)
+                short_new = torch.where(zok, short + a_short * (g - short), short)
+                std = torch.sqrt(torch.clamp(var, min=1e-6))
+                zz = (short_new - mu) / std
+                # tail probability 1 - likelihood, computed directly (erfc) so that it keeps its
+                # precision in float32 far into the tail instead of rounding 1 - L to 0
+                tail = 0.5 * torch.erfc(zz / math.sqrt(2.0))
+                counts = zok & (nf >= WARMUP) & (zz > 0)
+                # record gate: a surprise no larger than one this series already had (recently) is not news
+                if RECORD_GATE:
+                    counts = counts & (short_new > gmax)
+                tail = torch.where(counts, tail, one)
+                tmin = tail.min(dim=0).values
+                # seasonal gates: what looks like the same time of the previous day (week) is not news
+                echo = zok[1] & (tail[1] > 1.0 - SEASON_GATE)
+                if WEEK_GATE:
+                    echo = echo | (zok[3] & (tail[3] > 1.0 - SEASON_GATE))
+                sc = torch.clamp(torch.log(torch.where(echo, one, tmin) + LOG_EPS) / log_eps, min=0.0)
+                sc = torch.where(spatial_b[i], one, sc)
+                sc = torch.where(warm_ok_b[i], sc, zero)
+                in_quiet = quiet > 0
+                alarm = (sc >= ALARM) & ~in_quiet
+                scores[t0 + i] = torch.where(in_quiet, sc * DAMP, sc)
+                # --- updates (only where the sample is valid)
+                dm = short_new - mu
+                a_long = torch.clamp(1.0 / (nf + 1.0), min=ALPHA_LONG)
+                mu = torch.where(zok, mu + a_long * dm, mu)
+                var = torch.where(zok, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), zero), var)
+                gmax = torch.where(zok & (nf >= WARMUP), torch.maximum(gmax * rec_decay, short_new), gmax)
+                nf = torch.where(zok, nf + 1, nf)
+                short = short_new
+                clip = torch.where(scale > 0, WINSOR * scale, ad)
+                adw = torch.minimum(ad, torch.where(nwarm_b[i], clip, ad))
+                alpha_s = torch.where(nf < WARMUP, 1.0 / (nf + 1.0), a_scale)
+                scale = torch.where(zok, scale + alpha_s * (adw - scale), scale)
+                level = torch.where(ok, torch.where(seen[i], level + alpha_l_b[i] * d_level, v), level)
+                quiet = torch.where(live_b[i], torch.where(alarm, refr, torch.clamp(quiet - 1, min=0)), quiet)
+
+        # the carried state: counts, last value and range after the batch, the ring's last blen steps
+        live_n = live_all.sum(dim=0)
+        st["buf"] = _roll_up(hist, blen, live_n, steps0 + live_n)
+        steps = steps0 + live_n
+        st.update(n=n_run, nr=nr_run, steps=steps, last=last_run, vmin=vmin_run, vmax=vmax_run,
+                  level=level, scale=scale, short=short, mu=mu, var=var, nf=nf, quiet=quiet, gmax=gmax)
