@@ -393,6 +393,15 @@ class StreamingAnomalyDetector:
             torch.logical_and(s_ok, ok_b, out=zok_b[:, 1])
             zok_b[:, 2] = zok_b[:, 0]
             torch.logical_and(w_ok, ok_b, out=zok_b[:, 3])
+            # per feature: samples it has learnt from before each step, and what depends on that count
+            zf = zok_b.to(dt)
+            nf_b = nf[None] + (torch.cumsum(zf, dim=0) - zf)          # exact: integers < 2^24
+            nf = nf + zf.sum(dim=0)
+            learnt_b = nf_b >= WARMUP
+            a_long_b = torch.clamp(1.0 / (nf_b + 1.0), min=ALPHA_LONG)
+            nf_after = nf_b + zf                                       # = the count after the step where it learns
+            alpha_s_b = torch.where(nf_after < WARMUP, 1.0 / (nf_after + 1.0), a_scale)
+            keep_b = 1 - a_long_b
             warm_ok_b = ok_b & (nb >= warm_n)
             tol = (vmax - vmin) * SPATIAL_TOL
             # (nr: samples in the range; = n, except for a state upgraded from version 1, whose range
@@ -403,14 +412,13 @@ class StreamingAnomalyDetector:
             alpha_l_b = torch.clamp(1.0 / (nb + 1.0), min=ALPHA_LEVEL)
             live_b = live_all[t0:t1]
             for i in range(t1 - t0):
-                v, ok, zok, ad = v_b[i], ok_b[i], zok_b[i], ad_b[i]
+                v, ok, zok, ad, learnt = v_b[i], ok_b[i], zok_b[i], ad_b[i], learnt_b[i]
                 d_level = v - level
                 ad[0] = d_level.abs()
                 # every scale is floored at SCALE_FLOOR x the level scale: a noise-free seasonal series
                 # (seasonal residual ~ float rounding) does not turn rounding into surprise
                 floor = torch.maximum(scale[0] * SCALE_FLOOR, tiny)
-                z = torch.clamp(ad / torch.maximum(scale, floor), max=Z_CAP)
-                z = torch.where(ad == 0, zero, z)
+                z = torch.clamp(ad / torch.maximum(scale, floor), max=Z_CAP)   # (ad = 0 -> z = 0: the divisor is >= tiny)
                 # --- likelihood
                 g = torch.log1p(z)
                 short_new = torch.where(zok, short + a_short * (g - short), short)
@@ -419,7 +427,7 @@ class StreamingAnomalyDetector:
                 # tail probability 1 - likelihood, computed directly (erfc) so that it keeps its
                 # precision in float32 far into the tail instead of rounding 1 - L to 0
                 tail = 0.5 * torch.erfc(zz / math.sqrt(2.0))
-                counts = zok & (nf >= WARMUP) & (zz > 0)
+                counts = zok & learnt & (zz > 0)
                 # record gate: a surprise no larger than one this series already had (recently) is not news
                 if RECORD_GATE:
                     counts = counts & (short_new > gmax)
@@ -437,16 +445,15 @@ class StreamingAnomalyDetector:
                 scores[t0 + i] = torch.where(in_quiet, sc * DAMP, sc)
                 # --- updates (only where the sample is valid)
                 dm = short_new - mu
-                a_long = torch.clamp(1.0 / (nf + 1.0), min=ALPHA_LONG)
-                mu = torch.where(zok, mu + a_long * dm, mu)
-                var = torch.where(zok, torch.where(nf > 0, (1 - a_long) * (var + a_long * dm * dm), zero), var)
-                gmax = torch.where(zok & (nf >= WARMUP), torch.maximum(gmax * rec_decay, short_new), gmax)
-                nf = torch.where(zok, nf + 1, nf)
+                adm = a_long_b[i] * dm
+                mu = torch.where(zok, mu + adm, mu)
+                # (the first sample a feature learns from has a_long = 1: its variance becomes exactly 0)
+                var = torch.where(zok, keep_b[i] * (var + adm * dm), var)
+                gmax = torch.where(zok & learnt, torch.maximum(gmax * rec_decay, short_new), gmax)
                 short = short_new
                 clip = torch.where(scale > 0, WINSOR * scale, ad)
                 adw = torch.minimum(ad, torch.where(nwarm_b[i], clip, ad))
-                alpha_s = torch.where(nf < WARMUP, 1.0 / (nf + 1.0), a_scale)
-                scale = torch.where(zok, scale + alpha_s * (adw - scale), scale)
+                scale = torch.where(zok, scale + alpha_s_b[i] * (adw - scale), scale)
                 level = torch.where(ok, torch.where(seen[i], level + alpha_l_b[i] * d_level, v), level)
                 quiet = torch.where(live_b[i], torch.where(alarm, refr, torch.clamp(quiet - 1, min=0)), quiet)
 
