@@ -256,17 +256,26 @@ def validate_settings(data: dict[str, Any], *, source: str = "config") -> Settin
     try:
         return Settings(**data)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = _loc(err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see `remediator --help` and the README's config section)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        got = err.get("input")
-        extra = f" (got {got!r})" if err["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
-        more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"config {source}: {key}: {msg}{extra}{more}") from None
+        errs = e.errors()
+        shown = "; ".join(_problem(err) for err in errs[:MAX_PROBLEMS_SHOWN])
+        more = f" [+{len(errs) - MAX_PROBLEMS_SHOWN} more]" if len(errs) > MAX_PROBLEMS_SHOWN else ""
+        raise ConfigError(f"config {source}: {shown}{more}") from None
+
+
+MAX_PROBLEMS_SHOWN = 5   # every problem of a config at once (one line), so a fix is not one run per key
+
+
+def _problem(err: Any) -> str:
+    """One validation error as 'key: what is wrong (got value)'."""
+    key = _loc(err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see `remediator --help` and the README's config section)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    got = err.get("input")
+    extra = f" (got {got!r})" if err["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
+    return f"{key}: {msg}{extra}"
 
 
 def read_secret(value: SecretStr | None, file: Path | None) -> str | None:

@@ -72,3 +72,13 @@ def test_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("v,s", [("90s", 90), ("5m", 300), ("1h30m", 5400), ("7d", 604800), (12, 12)])
 def test_durations(v: object, s: int) -> None:
     assert parse_duration(v).total_seconds() == s
+
+
+def test_every_problem_is_named_at_once(tmp_path: Path) -> None:
+    text = BASE.replace("gitops: {remote: /tmp/x.git, branch: main, provider: local}", "").replace(
+        "interval: 5m", "interval: soon") + "detection: {min_duration: later}\n"
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, text))
+    msg = str(e.value)
+    assert "gitops: required key is missing" in msg and "scheduler.interval" in msg
+    assert "detection.min_duration" in msg and "\n" not in msg
