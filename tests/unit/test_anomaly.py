@@ -159,6 +159,25 @@ def test_weekly_gate_a_weekly_pattern_is_not_news(monkeypatch: pytest.MonkeyPatc
     assert s_off[0, 13 * P + 190: 13 * P + 250].max() >= ALARM
 
 
+def test_time_of_day_gate_a_job_seen_at_this_hour_days_ago_is_not_news(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch job on day 2 and again on day 6 at the same hour: yesterday it did not run (the daily
+    gate is open), no week has been seen (no weekly gate), its record has faded for 4 days, but the
+    same values were seen at this time of day within the last 6 days: not news. A job at an hour
+    where it never ran still is."""
+    x = seasonal(n=8 * P, seed=15)
+    for day in (2, 6):
+        x[day * P + 100: day * P + 130] += 3.0
+    x[7 * P + 200: 7 * P + 230] += 6.0                 # a bigger job at another time of day
+    s, _ = det().score(x[None, :], steps_per_day=P)
+    assert s[0, 2 * P + 100: 2 * P + 130].max() >= ALARM          # the first time it is news
+    assert s[0, 6 * P + 90: 6 * P + 140].max() < ALARM            # seen at this hour four days ago
+    assert s[0, 7 * P + 200: 7 * P + 230].max() >= ALARM          # never seen at this hour
+    import tools.detectors.anomaly as mod
+    monkeypatch.setattr(mod, "TOD_GATE", False)
+    s_off, _ = det().score(x[None, :], steps_per_day=P)
+    assert s_off[0, 6 * P + 90: 6 * P + 140].max() >= ALARM       # without the gate it alarms again
+
+
 def test_state_from_version_1_is_upgraded() -> None:
     x = np.stack([seasonal(seed=i) for i in range(2)])
     d = det()

@@ -16,14 +16,19 @@ Each surprise z is squashed (log1p) and averaged over a few samples (short EWMA;
 change feature, whose jumps last one sample); its long-run
 mean and variance (slow EWMA, about Numenta's 8640-sample history) give a Gaussian tail
 probability (Numenta's anomaly likelihood; the tail is computed directly with erfc so it keeps
-its precision in float32). Two gates drop what is not news:
+its precision in float32). Gates drop what is not news:
 
 - record gate: a feature counts only while its averaged surprise exceeds the largest one this
   series has had, that maximum decaying with a half-life of RECORD_HL_DAYS: a smaller burst soon
   after a big one is not news, a bigger one is (the surprise is log-squashed, so "smaller" must be
   clearly smaller: half the jump is forgotten within a few days);
-- seasonal gates: when the daily (weekly) signal exists, a point counts only if it is also
-  unusual against the same time one day (one week) earlier (likelihood >= SEASON_GATE).
+- seasonal gates: when the daily (weekly) signal exists, a point counts only if it is also news
+  against the same time one day (one week) earlier: that feature's tail, after the record gate,
+  below 1 - SEASON_GATE (so the day-ago surprise must itself beat its own record; the same rule on
+  the ungated tail lets ~3x more false alarms through on NAB, bench/README.md);
+- time-of-day gate: once a day has been seen, a value inside the range of the values at the same
+  time of day (+- TOD_HALF_WIDTH samples) on the last TOD_DAYS days, widened by SPATIAL_TOL of the
+  range seen so far, is not news either (a job that runs at this hour on some days but not daily).
 
 The score is the smallest remaining tail probability, log-scaled (log(p + eps) / log(eps)).
 A value outside the range seen so far by more than SPATIAL_TOL of that range scores 1
@@ -83,6 +88,9 @@ RECORD_GATE = True        # (switches kept for the ablation in bench/README.md)
 WEEK_GATE = True          # the seasonal gate also against the same time one week earlier, once a week is seen
 RECORD_HL_DAYS = 7.0      # "record" gate: a feature only scores when its averaged surprise beats its own
 RECORD_HL_STEPS = 2016    # past maximum, which decays with this half-life (days if known, else samples)
+TOD_GATE = True           # time-of-day gate: a value this series already had at this time of day, on one of
+TOD_DAYS = 6              # the last TOD_DAYS days (+- TOD_HALF_WIDTH samples around that time), is not news
+TOD_HALF_WIDTH = 2
 
 
 def steps_per_day(ts: object) -> int:
@@ -169,6 +177,15 @@ def _roll_up(hist: torch.Tensor, width: int, end: torch.Tensor, steps: torch.Ten
     vals = hist.gather(0, ar + end[None, :])
     slots = ar + r[None, :]
     return torch.empty_like(vals).scatter_(0, torch.where(slots >= width, slots - width, slots), vals)
+
+
+def _read(hist: torch.Tensor, row0: int, rows: int, back: int | torch.Tensor) -> torch.Tensor:
+    """[rows, series]: for each of ``rows`` steps from row ``row0`` of ``hist`` ([time, series]), the
+    sample ``back`` steps earlier (an int: the same for every series, a slice; else per series)."""
+    if isinstance(back, int):
+        return hist[row0 - back: row0 + rows - back]
+    idx = torch.arange(row0, row0 + rows, device=hist.device)[:, None] - back[None, :]
+    return hist.gather(0, idx)
 
 
 class StreamingAnomalyDetector:
@@ -342,6 +359,19 @@ class StreamingAnomalyDetector:
 
         t_before, t_day, t_week = first_t(period + 1), first_t(period * SEASON_MIN_DAYS), first_t(WEEK_DAYS * period)
         one_grid = bool((steps0 == steps0[0]).all()) and bool((back == back[:, :1]).all())
+        # time-of-day gate: the samples around the same time on each of the last TOD_DAYS days (a day of
+        # at most 2 x TOD_HALF_WIDTH samples has no time of day to speak of)
+        hw = TOD_HALF_WIDTH
+        tod_on = has_season & (period > 2 * hw)
+        # one read per day back: the block's rows +- hw, that day earlier (a series without one reads
+        # hw back, which stays inside the history)
+        tod_back: list[Any] = [torch.where(tod_on, d * period, hw) for d in range(1, TOD_DAYS + 1)]
+        tod_any = TOD_GATE and bool(tod_on.any())
+        t_tod = first_t(period)
+        # every series at the same step with the same period: a read is a slice (offsets as ints)
+        back_k: list[Any] = [int(k[0]) for k in back] if one_grid else list(back)
+        if one_grid:
+            tod_back = [int(k[0]) for k in tod_back]
 
         for t0 in range(0, n_t, self.BLOCK):
             t1 = min(n_t, t0 + self.BLOCK)
@@ -349,10 +379,7 @@ class StreamingAnomalyDetector:
             v_b = torch.where(ok_b, hist[blen + t0: blen + t1], zero)
             tt = torch.arange(t0, t1, device=dev)[:, None]
             ttf = tt.to(dt)
-            if one_grid:   # every series at the same step with the same period: the reads are slices
-                rd = [hist[blen + t0 - k: blen + t1 - k] for k in back[:, 0].tolist()]
-            else:
-                rd = [hist.gather(0, blen + tt - k[None, :]) for k in back]
+            rd = [_read(hist, blen + t0, t1 - t0, k) for k in back_k]
             prev, before, after, prevw, afterw = rd
             # a missing reference sample (a gap one day ago): the mean of its two neighbours, else the
             # one that exists, so that a gap does not switch the seasonal gate off
@@ -404,6 +431,24 @@ class StreamingAnomalyDetector:
             keep_b = 1 - a_long_b
             warm_ok_b = ok_b & (nb >= warm_n)
             tol = (vmax - vmin) * SPATIAL_TOL
+            tod_b = None
+            if tod_any:
+                # the highest / lowest sample at this time of day (+- hw) on the last TOD_DAYS days (-inf /
+                # +inf: none seen); a value inside that range (+- tol) is not news. Per day the rows of the
+                # block +- hw, then the window of 2 hw + 1 rows around each step (max and min are exact)
+                c = t1 - t0
+                hi = lo = None
+                for k in tod_back:
+                    slab = _read(hist, blen + t0 - hw, c + 2 * hw, k)
+                    h, lw = torch.nan_to_num(slab, nan=-math.inf), torch.nan_to_num(slab, nan=math.inf)
+                    hi = h if hi is None else torch.maximum(hi, h)
+                    lo = lw if lo is None else torch.minimum(lo, lw)
+                assert hi is not None and lo is not None
+                tod_hi, tod_lo = hi[:c], lo[:c]
+                for j in range(1, 2 * hw + 1):
+                    tod_hi, tod_lo = torch.maximum(tod_hi, hi[j:j + c]), torch.minimum(tod_lo, lo[j:j + c])
+                seen_here = tod_on & (ttf >= t_tod) & (tod_hi >= tod_lo)
+                tod_b = seen_here & (v_b <= tod_hi + tol) & (v_b >= tod_lo - tol)
             # (nr: samples in the range; = n, except for a state upgraded from version 1, whose range
             # must first be learnt for warm_n samples)
             spatial_b = ((nrb >= warm_n) & (vmax > vmin) & ((v_b > vmax + tol) | (v_b < vmin - tol))
@@ -437,6 +482,8 @@ class StreamingAnomalyDetector:
                 echo = zok[1] & (tail[1] > 1.0 - SEASON_GATE)
                 if WEEK_GATE:
                     echo = echo | (zok[3] & (tail[3] > 1.0 - SEASON_GATE))
+                if tod_b is not None:   # ... nor a value it had at this time of day in the last days
+                    echo = echo | tod_b[i]
                 sc = torch.clamp(torch.log(torch.where(echo, one, tmin) + LOG_EPS) / log_eps, min=0.0)
                 sc = torch.where(spatial_b[i], one, sc)
                 sc = torch.where(warm_ok_b[i], sc, zero)
