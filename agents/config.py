@@ -252,6 +252,9 @@ def load_settings(path: Path | str) -> Settings:
     return validate_settings(data, source=str(path))
 
 
+MAX_PROBLEMS_SHOWN = 5   # every problem of a config at once (one line), so a fix is not one run per key
+
+
 def validate_settings(data: dict[str, Any], *, source: str = "config") -> Settings:
     try:
         return Settings(**data)
@@ -260,9 +263,6 @@ def validate_settings(data: dict[str, Any], *, source: str = "config") -> Settin
         shown = "; ".join(_problem(err) for err in errs[:MAX_PROBLEMS_SHOWN])
         more = f" [+{len(errs) - MAX_PROBLEMS_SHOWN} more]" if len(errs) > MAX_PROBLEMS_SHOWN else ""
         raise ConfigError(f"config {source}: {shown}{more}") from None
-
-
-MAX_PROBLEMS_SHOWN = 5   # every problem of a config at once (one line), so a fix is not one run per key
 
 
 def _problem(err: Any) -> str:

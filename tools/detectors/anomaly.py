@@ -375,12 +375,11 @@ class StreamingAnomalyDetector:
 
         for t0 in range(0, n_t, self.BLOCK):
             t1 = min(n_t, t0 + self.BLOCK)
+            c = t1 - t0                                                   # steps in this block
             ok_b = ok_all[t0:t1]
             v_b = torch.where(ok_b, hist[blen + t0: blen + t1], zero)
-            tt = torch.arange(t0, t1, device=dev)[:, None]
-            ttf = tt.to(dt)
-            rd = [_read(hist, blen + t0, t1 - t0, k) for k in back_k]
-            prev, before, after, prevw, afterw = rd
+            ttf = torch.arange(t0, t1, device=dev, dtype=dt)[:, None]     # small integers: exact
+            prev, before, after, prevw, afterw = (_read(hist, blen + t0, c, k) for k in back_k)
             # a missing reference sample (a gap one day ago): the mean of its two neighbours, else the
             # one that exists, so that a gap does not switch the seasonal gate off
             before = torch.where(ttf >= t_before, before, nanv)
@@ -400,22 +399,21 @@ class StreamingAnomalyDetector:
             n_run, nr_run = n_run + okf.sum(dim=0), nr_run + okf.sum(dim=0)
             # the last valid value and the range seen before each step: running row by row (a cumulative
             # max along time is a strided scan, much slower than C row operations)
-            nb_rows = t1 - t0
             last_v = torch.empty_like(v_b)
             vmax = torch.empty_like(v_b)
             vmin = torch.empty_like(v_b)
-            for i in range(nb_rows):
+            for i in range(c):
                 last_v[i], vmax[i], vmin[i] = last_run, vmax_run, vmin_run
                 last_run = torch.where(ok_b[i], v_b[i], last_run)
                 vmax_run = torch.where(ok_b[i], torch.maximum(vmax_run, v_b[i]), vmax_run)
                 vmin_run = torch.where(ok_b[i], torch.minimum(vmin_run, v_b[i]), vmin_run)
             seen = nb > 0
             # |surprise| per feature; the level's (row 0) is filled in by the loop
-            ad_b = torch.empty(nb_rows, self.N_FEATURES, n_s, device=dev, dtype=dt)
+            ad_b = torch.empty(c, self.N_FEATURES, n_s, device=dev, dtype=dt)
             torch.abs(torch.where(s_ok, v_b - prev, zero), out=ad_b[:, 1])
             torch.abs(v_b - last_v, out=ad_b[:, 2])
             torch.abs(torch.where(w_ok, v_b - prevw, zero), out=ad_b[:, 3])
-            zok_b = torch.empty(nb_rows, self.N_FEATURES, n_s, device=dev, dtype=torch.bool)
+            zok_b = torch.empty(c, self.N_FEATURES, n_s, device=dev, dtype=torch.bool)
             torch.logical_and(seen, ok_b, out=zok_b[:, 0])
             torch.logical_and(s_ok, ok_b, out=zok_b[:, 1])
             zok_b[:, 2] = zok_b[:, 0]
@@ -436,14 +434,12 @@ class StreamingAnomalyDetector:
                 # the highest / lowest sample at this time of day (+- hw) on the last TOD_DAYS days (-inf /
                 # +inf: none seen); a value inside that range (+- tol) is not news. Per day the rows of the
                 # block +- hw, then the window of 2 hw + 1 rows around each step (max and min are exact)
-                c = t1 - t0
-                hi = lo = None
-                for k in tod_back:
-                    slab = _read(hist, blen + t0 - hw, c + 2 * hw, k)
-                    h, lw = torch.nan_to_num(slab, nan=-math.inf), torch.nan_to_num(slab, nan=math.inf)
-                    hi = h if hi is None else torch.maximum(hi, h)
-                    lo = lw if lo is None else torch.minimum(lo, lw)
-                assert hi is not None and lo is not None
+                slabs = [_read(hist, blen + t0 - hw, c + 2 * hw, k) for k in tod_back]
+                hi = torch.nan_to_num(slabs[0], nan=-math.inf)
+                lo = torch.nan_to_num(slabs[0], nan=math.inf)
+                for slab in slabs[1:]:
+                    hi = torch.maximum(hi, torch.nan_to_num(slab, nan=-math.inf))
+                    lo = torch.minimum(lo, torch.nan_to_num(slab, nan=math.inf))
                 tod_hi, tod_lo = hi[:c], lo[:c]
                 for j in range(1, 2 * hw + 1):
                     tod_hi, tod_lo = torch.maximum(tod_hi, hi[j:j + c]), torch.minimum(tod_lo, lo[j:j + c])
@@ -456,7 +452,7 @@ class StreamingAnomalyDetector:
             nwarm_b = nb >= WARMUP
             alpha_l_b = torch.clamp(1.0 / (nb + 1.0), min=ALPHA_LEVEL)
             live_b = live_all[t0:t1]
-            for i in range(t1 - t0):
+            for i in range(c):
                 v, ok, zok, ad, learnt = v_b[i], ok_b[i], zok_b[i], ad_b[i], learnt_b[i]
                 d_level = v - level
                 ad[0] = d_level.abs()
