@@ -316,8 +316,7 @@ def serve(config: ConfigOpt,
 
 
 def main() -> None:
-    from agents.cycle import CycleAborted
-    from tools.errors import ToolError, scrub
+    from tools.errors import CycleAborted, ToolError, scrub
 
     try:
         app(standalone_mode=False)

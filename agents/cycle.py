@@ -54,7 +54,7 @@ from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anoma
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
 from tools.detectors.fairness import FairnessInput, detect_fairness
 from tools.detectors.oob import detect_oob_writes
-from tools.errors import PermanentError, TemporaryError, ToolError
+from tools.errors import CycleAborted, PermanentError, TemporaryError, ToolError
 from tools.kube import quantity
 from tools.kustomize import apply_edits as apply_kustomize_edits
 from tools.protocols import AuditLog, GitOpsRepo, MetricsSource, Notifier, PullRequests
@@ -63,10 +63,6 @@ from tools.results import AuditEvent, ManifestDoc, SignalResult
 log = logging.getLogger("remediator.cycle")
 T = TypeVar("T")
 CURSOR_KEY = "auditlog.cursor"
-
-
-class CycleAborted(Exception):
-    """The cycle cannot run (Prometheus or the Git remote unreachable after retries): exit 1."""
 
 
 class CycleState(TypedDict, total=False):

@@ -25,5 +25,5 @@ echo "== ruff"
 .venv/bin/ruff check agents tools memory playbooks tests bench
 echo "== mypy (strict on memory/ and tools/detectors/)"
 .venv/bin/mypy
-echo "== pytest"
-exec .venv/bin/python -m pytest -q "$@"
+echo "== pytest (${REMEDIATOR_TEST_WORKERS:-2} processes; the scenario harness runs beside the rest)"
+exec .venv/bin/python -m pytest -q -n "${REMEDIATOR_TEST_WORKERS:-2}" --dist worksteal "$@"

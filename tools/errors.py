@@ -39,3 +39,9 @@ class TemporaryError(ToolError):
 
 class PermanentError(ToolError):
     """Retrying will not help (bad query, rejected push, malformed file): record it and move on."""
+
+
+class CycleAborted(Exception):
+    """The cycle cannot run (Prometheus or the Git remote unreachable after retries): exit 1. Kept
+    here, not in agents.cycle, so the CLI can catch it without importing the whole cycle (torch,
+    scipy) for ``--help`` or a config error."""

@@ -106,8 +106,9 @@ class GitClone:
         # with --porcelain, push reports each ref's fate ("[remote rejected] ... declined") on stdout
         raw = f"{exc.stderr or exc} {exc.stdout or ''}".replace("stdout: ", "")
         detail = scrub(raw.strip()).replace("stderr: ", "").strip("' \n")
-        detail = " ".join(ln.strip() for ln in detail.splitlines() if ln.strip())[:400]
-        low = detail.lower()
+        detail = " ".join(ln.strip() for ln in detail.splitlines() if ln.strip())
+        low = detail.lower()  # classify on all of it: "[remote rejected]" comes after the hook's text
+        detail = detail[:400]
         if "couldn't find remote ref" in low:
             return PermanentError(f"git remote {self.url}: branch not found while {action} ({detail}); "
                                   "check gitops.branch and that the remote has that branch", source=self.url)

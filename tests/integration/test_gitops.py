@@ -346,6 +346,20 @@ def test_unreachable_remote_and_missing_branch(remote, tmp_path):
             branch=BRANCH, title="t", body="", files={"a.yaml": "a: 1\n"}, message="m", incident_ids=[])
 
 
+def test_rejected_push_with_a_long_hook_message_is_still_permanent(remote, tmp_path):
+    """Git prints "[remote rejected]" after the hook's own text. The error used to be classified on
+    the first 400 characters only, so a long policy message (or a long remote path) turned a refusal
+    into "unreachable" and a retry loop."""
+    hook = remote.bare / "hooks" / "pre-receive"
+    policy = "branch protection: " + "commits to remediator/* need a signed-off review; " * 12
+    hook.write_text(f"#!/bin/sh\necho '{policy}' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    with pytest.raises(PermanentError) as info:
+        provider_for(remote, tmp_path).publish(branch=BRANCH, title="t", body="", files={"a.yaml": "a: 1\n"},
+                                               message="m", incident_ids=[])
+    assert "rejected" in str(info.value) and len(str(info.value)) < 1000
+
+
 def test_rejected_push_is_permanent(remote, tmp_path):
     hook = remote.bare / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'branch protection: pushes disabled' >&2\nexit 1\n")

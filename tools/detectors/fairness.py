@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from scipy import stats as sps
+from scipy import special  # the distribution functions scipy.stats wraps, without its ~1 s import
 
 from memory.records import Finding, Severity
 from tools.detectors.common import InputStats, clean_counter, counter_increase_between
@@ -74,7 +74,7 @@ class Gap:
         return max((self.value - self.lower) / self.z, 1e-12)
 
     def p_above(self, threshold: float) -> float:
-        return float(sps.norm.cdf((self.value - threshold) / self.se))
+        return float(special.ndtr((self.value - threshold) / self.se))
 
 
 def wilson(pos: float, n: float, z: float = Z95) -> tuple[float, float]:
@@ -90,7 +90,7 @@ def wilson(pos: float, n: float, z: float = Z95) -> tuple[float, float]:
 def bonferroni_z(level: float, groups: int) -> float:
     """Two-sided z for ``level`` over all pairs of ``groups``."""
     pairs = max(1, groups * (groups - 1) // 2)
-    return float(sps.norm.ppf(1 - (1 - level) / (2 * pairs)))
+    return float(special.ndtri(1 - (1 - level) / (2 * pairs)))
 
 
 def rate_gap(counts: dict[str, tuple[float, float]], level: float = 0.99) -> Gap | None:
