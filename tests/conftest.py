@@ -33,3 +33,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--live", default=False):
         os.environ["REMEDIATOR_EVAL_LIVE"] = "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The scenario tests first: they are the longest, so with several test processes they start
+    at once and the short tests fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("scenario") is None)
