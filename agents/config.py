@@ -12,6 +12,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -41,6 +42,17 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(days=d, hours=h, minutes=mi, seconds=s)
 
 
+def http_url(value: Any) -> Any:
+    """A base URL of an HTTP API (Prometheus, the LLM endpoint, a Git host or Slack API): http(s)://host...
+    ``None`` passes (the default applies)."""
+    if value is None:
+        return value
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://prometheus:9090")
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -55,6 +67,7 @@ class PrometheusSettings(Section):
     replay_ends_now: bool = Field(False, description="shift the replayed samples so the last one is the cycle's start")
 
     _dur = field_validator("scrape_interval", mode="before")(lambda v: parse_duration(v))
+    _url = field_validator("url")(lambda v: http_url(v))
 
 
 class GitOpsSettings(Section):
@@ -71,6 +84,8 @@ class GitOpsSettings(Section):
     approval_label: str = "remediator-approved"
     token_file: Path | None = Field(None, description="file holding the provider token (github/gitlab)")
     token: SecretStr | None = Field(None, description="provider token; env REMEDIATOR_GITOPS__TOKEN only")
+
+    _url = field_validator("api_url")(lambda v: http_url(v))
 
     @property
     def author_name(self) -> str:
@@ -120,6 +135,8 @@ class LLMSettings(Section):
     price_per_1k_completion_tokens: float | None = Field(None, ge=0, description="USD; default = the prompt price")
     monthly_budget_usd: float | None = Field(None, ge=0, description="past it the deterministic planner decides")
 
+    _url = field_validator("base_url")(lambda v: http_url(v))
+
 
 class SlackSettings(Section):
     enabled: bool = False
@@ -130,6 +147,8 @@ class SlackSettings(Section):
     signing_secret_file: Path | None = None
     approvers: list[str] = Field(default_factory=list)
     api_url: str | None = Field(None, description="Slack Web API base URL (proxy / Enterprise Grid); default Slack's")
+
+    _url = field_validator("api_url")(lambda v: http_url(v))
 
 
 class SchedulerSettings(Section):
@@ -265,6 +284,9 @@ def validate_settings(data: dict[str, Any], *, source: str = "config") -> Settin
         raise ConfigError(f"config {source}: {shown}{more}") from None
 
 
+_USERINFO = re.compile(r"[^\s/@]+@(?=[^\s@]*$)")
+
+
 def _problem(err: Any) -> str:
     """One validation error as 'key: what is wrong (got value)'."""
     key = _loc(err["loc"])
@@ -274,6 +296,8 @@ def _problem(err: Any) -> str:
     elif err["type"] == "missing":
         msg = "required key is missing"
     got = err.get("input")
+    if isinstance(got, str):
+        got = _USERINFO.sub("***@", got)   # user:password@host, with or without a scheme
     extra = f" (got {got!r})" if err["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
     return f"{key}: {msg}{extra}"
 

@@ -26,4 +26,4 @@ echo "== ruff"
 echo "== mypy (strict on memory/ and tools/detectors/)"
 .venv/bin/mypy
 echo "== pytest (${REMEDIATOR_TEST_WORKERS:-2} processes; the scenario harness runs beside the rest)"
-exec .venv/bin/python -m pytest -q -n "${REMEDIATOR_TEST_WORKERS:-2}" --dist worksteal "$@"
+exec .venv/bin/python -m pytest -q -n "${REMEDIATOR_TEST_WORKERS:-2}" --dist worksteal --hypothesis-profile=ci "$@"

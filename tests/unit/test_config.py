@@ -82,3 +82,17 @@ def test_every_problem_is_named_at_once(tmp_path: Path) -> None:
     msg = str(e.value)
     assert "gitops: required key is missing" in msg and "scheduler.interval" in msg
     assert "detection.min_duration" in msg and "\n" not in msg
+
+
+def test_api_urls_need_a_scheme_and_credentials_are_not_echoed(tmp_path: Path) -> None:
+    """``localhost:9090`` used to be accepted and fail at the first query with a transport error."""
+    text = (BASE.replace("http://127.0.0.1:9090", "bob:s3cr3t@prom:9090")
+            .replace("llm: {provider: none}", "llm: {provider: openai, base_url: 'api.example.test/v1', model: m}")
+            .replace("slack: {enabled: false}", "slack: {api_url: 'ftp://slack.example.test'}"))
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, text))
+    msg = str(e.value)
+    assert "prometheus.url: " in msg and "llm.base_url" in msg and "slack.api_url" in msg and "http://" in msg
+    assert "s3cr3t" not in msg and "***@prom:9090" in msg
+    ok = load_settings(write(tmp_path, BASE.replace("http://127.0.0.1:9090", "https://prom.example.test/prometheus")))
+    assert ok.prometheus.url == "https://prom.example.test/prometheus"
