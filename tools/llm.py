@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-import openai
 from pydantic import BaseModel, ValidationError
 
 from tools.errors import PermanentError, TemporaryError, scrub
@@ -107,6 +106,8 @@ class ToolSpec:
     handler: Callable[[BaseModel], str]
 
     def param(self) -> dict[str, Any]:
+        import openai  # imported on first use: a daemon without an LLM never pays its ~1 s import
+
         return dict(openai.pydantic_function_tool(self.args_model, name=self.name, description=self.description))
 
 
@@ -121,6 +122,8 @@ class ChatResult(Generic[T]):
 
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The strict JSON schema OpenAI structured outputs expect (via the SDK's public helper)."""
+    import openai
+
     return dict(openai.pydantic_function_tool(model)["function"]["parameters"])
 
 
@@ -141,6 +144,8 @@ class OpenAIChat:
                  sleep: Callable[[float], None] = time.sleep, temperature: float | None = 0.0,
                  structured: Literal["json_schema", "tool"] = "json_schema",
                  max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens") -> None:
+        import openai
+
         self.base_url = (base_url or "https://api.openai.com/v1").rstrip("/")
         self.model = model
         self.timeout_s = float(timeout_s)
@@ -274,6 +279,8 @@ class OpenAIChat:
     # ------------------------------------------------------------------ one HTTP call, retried
 
     def _create(self, body: dict[str, Any], usage: LLMUsage) -> Any:
+        import openai
+
         attempts = self.retries + 1
         last_short, delay_hint = "", 1.0
         for attempt in range(attempts):
