@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tools.errors import scrub
+
 _DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 
 
@@ -284,9 +286,6 @@ def validate_settings(data: dict[str, Any], *, source: str = "config") -> Settin
         raise ConfigError(f"config {source}: {shown}{more}") from None
 
 
-_USERINFO = re.compile(r"[^\s/@]+@(?=[^\s@]*$)")
-
-
 def _problem(err: Any) -> str:
     """One validation error as 'key: what is wrong (got value)'."""
     key = _loc(err["loc"])
@@ -297,7 +296,7 @@ def _problem(err: Any) -> str:
         msg = "required key is missing"
     got = err.get("input")
     if isinstance(got, str):
-        got = _USERINFO.sub("***@", got)   # user:password@host, with or without a scheme
+        got = scrub(got)   # a rejected URL may hold user:password@
     extra = f" (got {got!r})" if err["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
     return f"{key}: {msg}{extra}"
 

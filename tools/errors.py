@@ -7,7 +7,7 @@ import re
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(authorization:\s*)(bearer|token|basic)\s+\S+"),
     re.compile(r"(?i)((?:token|password|secret|api[_-]?key)=)[^&\s]+"),
-    re.compile(r"(https?://)[^/@\s:]+:[^/@\s]+@"),
+    re.compile(r"((?:https?://)?)[^/@\s:]+:[^/@\s]+@"),   # user:password@host, with or without a scheme
     re.compile(r"\b(xox[abprs]-[A-Za-z0-9-]+|gh[pousr]_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9_-]{20,})\b"),
 ]
 
