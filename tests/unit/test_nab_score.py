@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.bench_scripts import load_bench
+
 REPO = Path(__file__).resolve().parents[2]
 NAB = REPO.parent / "shared" / "bench" / "nab"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("nab_score", REPO / "bench" / "nab_score.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["nab_score"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ns = _load()
+ns = load_bench("nab_score")
 STD = {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11}
 
 
