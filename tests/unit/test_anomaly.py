@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
+from tools.detectors.anomaly import ALARM, DAMP, StreamingAnomalyDetector, steps_per_day
 
 P = 288  # 5-minute samples per day
 
@@ -176,6 +178,36 @@ def test_time_of_day_gate_a_job_seen_at_this_hour_days_ago_is_not_news(monkeypat
     monkeypatch.setattr(mod, "TOD_GATE", False)
     s_off, _ = det().score(x[None, :], steps_per_day=P)
     assert s_off[0, 6 * P + 90: 6 * P + 140].max() >= ALARM       # without the gate it alarms again
+
+
+def test_sampling_rate_calibration_coarse_series_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A series coarser than the 5-minute calibration rate has its tails multiplied by
+    (steps_per_day / 288) ** RATE_EXPONENT: the same evidence scores higher. 5-minute and finer series,
+    and series without a known day, are unchanged."""
+    import tools.detectors.anomaly as mod
+    exponent = mod.RATE_EXPONENT
+    assert exponent > 0
+    rng = np.random.default_rng(21)
+    hourly = 10 + rng.normal(0, 0.3, size=24 * 20)
+    for d in (8, 12, 16):
+        hourly[24 * d + 5: 24 * d + 8] += 1.2              # modest events, inside the range seen
+    fine = np.stack([seasonal(n=4 * P, seed=22), seasonal(n=4 * P, seed=23)])
+    fine[:, 3 * P: 3 * P + 20] += 2.0
+    fine_on = [det().score(fine, steps_per_day=spd)[0] for spd in (P, 5 * P, 0)]
+    monkeypatch.setattr(mod, "DAMP", 1.0)                  # (quiet times would damp the two runs differently)
+    s_on, _ = det().score(hourly[None, :], steps_per_day=24)
+    monkeypatch.setattr(mod, "RATE_EXPONENT", 0.0)
+    s_off, _ = det().score(hourly[None, :], steps_per_day=24)
+    monkeypatch.setattr(mod, "DAMP", DAMP)
+    for spd, f_on in zip((P, 5 * P, 0), fine_on, strict=True):
+        assert np.array_equal(det().score(fine, steps_per_day=spd)[0], f_on)
+    on, off = s_on[0], s_off[0]
+    log_eps = math.log(mod.LOG_EPS)
+    p_off = np.maximum(np.exp(off * log_eps) - mod.LOG_EPS, 0.0)
+    k = (24 / mod.CALIBRATION_STEPS_PER_DAY) ** exponent
+    expected = np.where((off > 0) & (off < 1), np.clip(np.log(p_off * k + mod.LOG_EPS) / log_eps, 0, 1), off)
+    assert np.allclose(on, expected, atol=2e-3)
+    assert (on > off + 0.2).any() and (on >= off - 1e-6).all()
 
 
 def test_state_from_version_1_is_upgraded() -> None:
