@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.config import parse_duration
+from memory.records import Incident
 from tools.detectors.oob import DEFAULT_ACTORS
 from tools.results import FileProblem, ManifestDoc
 
@@ -198,3 +199,19 @@ def select_workloads(budget: dict[str, Any], workloads: dict[str, Workload]) -> 
             continue
         out.append(w)
     return sorted(out, key=lambda w: w.key)
+
+
+def find_budget(budgets: list[dict[str, Any]], name: object) -> dict[str, Any] | None:
+    """The budget named ``name`` in the policies (None when it is gone)."""
+    return next((b for b in budgets if b.get("name") == name), None)
+
+
+def incident_scope(incident: Incident, budgets: list[dict[str, Any]],
+                   workloads: dict[str, Workload]) -> list[Workload]:
+    """The workloads an incident may change: those its budget selects (a budget breach), else its
+    own service. The one answer used by both planners and the guard."""
+    if incident.kind == "budget_breach":
+        budget = find_budget(budgets, incident.evidence.get("budget"))
+        return select_workloads(budget, workloads) if budget is not None else []
+    w = workloads.get(incident.service)
+    return [w] if w is not None else []
