@@ -13,13 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
-from agents.checkpoint import open_checkpointer
 from agents.config import ConfigError
-from agents.cycle import Deps
+from agents.deps import Checkpointer, Deps
 from agents.verify import remember_reference
 from memory.records import Decision, PullRequest, new_id
 from tools.errors import ToolError
@@ -31,19 +31,25 @@ class ApprovalState(TypedDict, total=False):
     decision_id: str
 
 
-def _thread(incident_id: str) -> dict[str, Any]:
+ApprovalGraph = CompiledStateGraph[ApprovalState, Deps, ApprovalState, ApprovalState]
+
+
+def approval_thread(incident_id: str) -> Any:
+    """The LangGraph config of an incident's approval thread."""
     return {"configurable": {"thread_id": f"approval:{incident_id}"}}
 
 
-def build_approval_graph(deps: Deps, checkpointer: BaseCheckpointSaver[Any]):  # type: ignore[no-untyped-def]
-    def await_decision(state: ApprovalState) -> ApprovalState:
-        decision = interrupt({"incident_id": state["incident_id"], "awaiting": "approve or reject"})
-        return {"decision": decision}
+def await_decision(state: ApprovalState) -> ApprovalState:
+    decision = interrupt({"incident_id": state["incident_id"], "awaiting": "approve or reject"})
+    return {"decision": decision}
 
-    def apply(state: ApprovalState) -> ApprovalState:
-        return {"decision_id": _apply(deps, state["incident_id"], state["decision"]).id}
 
-    g = StateGraph(ApprovalState)
+def apply(state: ApprovalState, runtime: Runtime[Deps]) -> ApprovalState:
+    return {"decision_id": _apply(runtime.context, state["incident_id"], state["decision"]).id}
+
+
+def build_approval_graph(checkpointer: Checkpointer) -> ApprovalGraph:
+    g = StateGraph(ApprovalState, context_schema=Deps)
     g.add_node("await_decision", await_decision)
     g.add_node("apply", apply)
     g.add_edge(START, "await_decision")
@@ -52,11 +58,15 @@ def build_approval_graph(deps: Deps, checkpointer: BaseCheckpointSaver[Any]):  #
     return g.compile(checkpointer=checkpointer)
 
 
-def await_approval(deps: Deps, checkpointer: BaseCheckpointSaver[Any], incident_id: str) -> None:
+def await_approval(deps: Deps, incident_id: str) -> None:
     """Start the incident's approval thread (it pauses at once, waiting for a decision)."""
-    graph = build_approval_graph(deps, checkpointer)
-    if not graph.get_state(_thread(incident_id)).values:
-        graph.invoke({"incident_id": incident_id}, _thread(incident_id))
+    with deps.checkpoints() as cp:
+        _start(deps, build_approval_graph(cp), incident_id)
+
+
+def _start(deps: Deps, graph: ApprovalGraph, incident_id: str) -> None:
+    if not graph.get_state(approval_thread(incident_id)).values:
+        graph.invoke({"incident_id": incident_id}, approval_thread(incident_id), context=deps)
 
 
 def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: str, reason: str = "") -> Decision:
@@ -77,21 +87,18 @@ def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: st
                           f"{verdict}")
     decision = {"id": new_id("dec"), "verdict": verdict, "actor": actor, "source": source, "reason": reason,
                 "at": datetime.now(UTC).isoformat()}
-    if deps.checkpointer is not None:
-        return _resume(deps, deps.checkpointer, inc.id, decision)
-    with open_checkpointer(deps.settings) as cp:
-        return _resume(deps, cp, inc.id, decision)
+    with deps.checkpoints() as cp:
+        return _resume(deps, build_approval_graph(cp), inc.id, decision)
 
 
-def _resume(deps: Deps, cp: BaseCheckpointSaver[Any], incident_id: str, decision: dict[str, Any]) -> Decision:
-    graph = build_approval_graph(deps, cp)
-    cfg = _thread(incident_id)
-    await_approval(deps, cp, incident_id)
+def _resume(deps: Deps, graph: ApprovalGraph, incident_id: str, decision: dict[str, Any]) -> Decision:
+    cfg = approval_thread(incident_id)
+    _start(deps, graph, incident_id)
     snap = graph.get_state(cfg)
     if "apply" in snap.next:
-        graph.invoke(None, cfg)  # a decision was being applied when the process died: finish it
+        graph.invoke(None, cfg, context=deps)  # a decision was being applied when the process died: finish it
     elif snap.next:
-        graph.invoke(Command(resume=decision), cfg)
+        graph.invoke(Command(resume=decision), cfg, context=deps)
     values = graph.get_state(cfg).values
     d = deps.store.get_decision(values.get("decision_id", "")) if values.get("decision_id") else None
     if d is None:

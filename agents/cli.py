@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agents.config import ConfigError, Settings, load_settings
+from agents.config import ConfigError, Settings, env_log_level, load_settings, local_user
 
 HELP = """remediator keeps GitOps-managed AI workloads cheap, fair and as declared.
 
@@ -60,7 +59,7 @@ class Exit(Exception):
 
 
 def setup_logging(verbose: bool = False) -> None:
-    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("REMEDIATOR_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    level = logging.DEBUG if verbose else getattr(logging, env_log_level(), logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("urllib3", "git", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -225,7 +224,7 @@ def _decide(config: Path, incident_id: str, verdict: str, actor: str | None, rea
 
     settings = _settings(config)
     deps = build_deps(settings)
-    d = decide(deps, incident_id=incident_id, verdict=verdict, actor=actor or os.environ.get("USER", "cli"),
+    d = decide(deps, incident_id=incident_id, verdict=verdict, actor=actor or local_user(),
                source="cli", reason=reason)
     if json_out:
         _print_json(d.model_dump(mode="json"))

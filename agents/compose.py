@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
+from agents.checkpoint import open_checkpointer
 from agents.config import ConfigError, Settings, read_secret
-from agents.cycle import Deps
+from agents.deps import Checkpointer, Deps, log_progress
+from agents.planners.llm import KVUsageLedger, LLMPlanner
 from memory.store import Store
 from playbooks.loader import load_playbooks
 from tools.auditlog import JsonLinesAuditLog
 from tools.errors import PermanentError
 from tools.gitops import GitRepo
 from tools.prometheus import PrometheusSource
-from tools.protocols import MetricsSource, Notifier, PullRequests
+from tools.protocols import MetricsSource, PullRequests
 from tools.providers.local import LocalProvider
 from tools.replay import ReplaySource
+from tools.slack import SlackNotifier, SlackSignature
 
 
 def open_store(settings: Settings) -> Store:
@@ -49,7 +54,7 @@ def build_provider(settings: Settings) -> PullRequests:
               "approval_label": g.approval_label}
     try:
         if g.provider == "github":
-            from tools.providers.github import GitHubProvider
+            from tools.providers.github import GitHubProvider  # the host's client only where it is configured
 
             return GitHubProvider(**hosted, merge_method=g.merge_method)
         from tools.providers.gitlab import GitLabProvider
@@ -59,24 +64,31 @@ def build_provider(settings: Settings) -> PullRequests:
         raise ConfigError(f"gitops ({g.provider}): {e}") from None
 
 
-def build_notifier(settings: Settings) -> Notifier | None:
+def build_notifier(settings: Settings) -> SlackNotifier | None:
     if not settings.slack.enabled:
         return None
     token = read_secret(settings.slack.bot_token, settings.slack.bot_token_file)
     if not token:
         raise ConfigError("slack.enabled is true but no token: set REMEDIATOR_SLACK__BOT_TOKEN or slack.bot_token_file")
-    from tools.slack import SlackNotifier
-
     return SlackNotifier(token=token, base_url=settings.slack.api_url)
 
 
-def build_planner(settings: Settings, store: Store):  # type: ignore[no-untyped-def]
-    from agents.planners.llm import KVUsageLedger, LLMPlanner
+def build_slack_signature(settings: Settings, clock: Callable[[], float]) -> SlackSignature | None:
+    """The check of Slack's request signatures (None when Slack is off)."""
+    if not settings.slack.enabled:
+        return None
+    secret = read_secret(settings.slack.signing_secret, settings.slack.signing_secret_file)
+    if not secret:
+        raise ConfigError("slack.enabled is true but no signing secret: set REMEDIATOR_SLACK__SIGNING_SECRET "
+                          "or slack.signing_secret_file")
+    return SlackSignature(secret, clock=clock)
 
+
+def build_planner(settings: Settings, store: Store) -> LLMPlanner:
     s = settings.llm
     llm = None
     if s.provider == "openai":
-        from tools.llm import OpenAIChat
+        from tools.llm import OpenAIChat  # openai only where an LLM is configured
 
         llm = OpenAIChat(base_url=s.base_url, model=str(s.model), api_key=read_secret(s.api_key, s.api_key_file) or "none",
                          timeout_s=s.timeout_s, max_tokens=s.max_tokens, structured=s.structured)
@@ -89,9 +101,11 @@ def build_planner(settings: Settings, store: Store):  # type: ignore[no-untyped-
 def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool = False,
                on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None) -> Deps:
     g = settings.gitops
-    deps = Deps(
+    store = store or open_store(settings)
+    checkpoints: Callable[[], AbstractContextManager[Checkpointer]] = partial(open_checkpointer, settings)
+    return Deps(
         settings=settings,
-        store=store or open_store(settings),
+        store=store,
         metrics=build_metrics(settings, replay_shift_to=replay_shift_to),
         repo=GitRepo(remote=g.remote, branch=g.branch, workdir=settings.workdir / "repo",
                      policies_dir=g.policies_dir, author_name=g.author_name, author_email=g.author_email),
@@ -99,12 +113,11 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         auditlog=JsonLinesAuditLog(paths=[Path(p) for p in settings.auditlog.paths]),
         playbooks=load_playbooks(),
         notifier=build_notifier(settings),
+        planner=build_planner(settings, store),
         dry_run=dry_run,
+        open_checkpointer=checkpoints,
+        on_progress=on_progress or log_progress,
     )
-    deps.planner = build_planner(settings, deps.store)
-    if on_progress is not None:
-        deps.on_progress = on_progress
-    return deps
 
 
 def checkpoint_path(settings: Settings) -> Path:

@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         p = self.memory.sqlite_path
         if p is not None:
             return p.parent
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        base = str(state_home())
         return Path(base) / "remediator"
 
     @property
@@ -310,3 +310,21 @@ def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
         except OSError as e:
             raise ConfigError(f"cannot read secret file {file}: {e.strerror}") from None
     return None
+
+
+# --------------------------------------------------------------------------- the environment
+# Besides the REMEDIATOR_<SECTION>__<KEY> settings, the only environment the program reads.
+
+def state_home() -> Path:
+    """``$XDG_STATE_HOME``, else ``~/.local/state``."""
+    return Path(os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state"))
+
+
+def env_log_level(default: str = "INFO") -> str:
+    """``$REMEDIATOR_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR)."""
+    return os.environ.get("REMEDIATOR_LOG_LEVEL", default).upper()
+
+
+def local_user(default: str = "cli") -> str:
+    """Who runs the CLI (``$USER``): the actor of a decision taken without ``--actor``."""
+    return os.environ.get("USER", default)

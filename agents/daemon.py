@@ -13,9 +13,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agents.checkpoint import open_checkpointer
 from agents.compose import build_deps, open_store
 from agents.config import Settings
-from agents.cycle import CycleAborted
 from agents.graph import run_cycle
-from tools.errors import ToolError
+from tools.errors import CycleAborted, ToolError
 
 log = logging.getLogger("remediator.daemon")
 

@@ -9,7 +9,6 @@ Everything is written under one state folder, which it names.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,10 @@ from typing import Any
 import typer
 import yaml
 
+from agents.checkpoint import sqlite_checkpointer
 from agents.compose import build_deps, checkpoint_path
-from agents.config import ConfigError, validate_settings
-from agents.graph import run_cycle, sqlite_checkpointer
+from agents.config import ConfigError, state_home, validate_settings
+from agents.graph import run_cycle
 from agents.report import report_lines
 from tools.seed import Snapshot, branch_diff, list_branches, seed_bare_remote
 
@@ -31,8 +31,7 @@ MARKER = ".remediator-demo"
 
 
 def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "remediator" / "demo"
+    return state_home() / "remediator" / "demo"
 
 
 def _prepare(state: Path) -> None:

@@ -37,8 +37,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from agents.approvals import decide
-from agents.config import ConfigError, Settings, read_secret
-from agents.cycle import Deps
+from agents.compose import build_deps, build_notifier, build_slack_signature
+from agents.config import ConfigError, Settings
+from agents.deps import Deps
+from agents.planners.llm import KVUsageLedger, llm_metric_families
 from memory.records import ACTIVE_STATUSES, INCIDENT_KINDS
 from memory.store import Store
 from tools.errors import TemporaryError, ToolError, scrub
@@ -263,7 +265,7 @@ def _metrics_text(store: Store, outcomes: Mapping[str, int],
                 sl.add_metric([outcome], n)
             yield sl
             # the agent's own FinOps: LLM tokens, cost, budget, fallbacks this month
-            from agents.planners.llm import KVUsageLedger, llm_metric_families
+
 
             month = datetime.now(UTC).strftime("%Y-%m")
             yield from llm_metric_families(KVUsageLedger(store.get_kv, store.set_kv), month=month,
@@ -281,19 +283,10 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
     """The HTTP app. ``deps_factory`` is called once, on first use. With ``slack.enabled`` the
     signing secret and bot token are required (ConfigError otherwise); ``slack`` overrides the
     Web API client built from the settings (tests point it at a fake)."""
-    signature: SlackSignature | None = None
+    signature = build_slack_signature(settings, clock)  # the secrets are read by the composition root
     if settings.slack.enabled:
-        secret = read_secret(settings.slack.signing_secret, settings.slack.signing_secret_file)
-        if not secret:
-            raise ConfigError("slack.enabled is true but no signing secret: set REMEDIATOR_SLACK__SIGNING_SECRET "
-                              "or slack.signing_secret_file")
-        signature = SlackSignature(secret, clock=clock)
         if slack is None:
-            token = read_secret(settings.slack.bot_token, settings.slack.bot_token_file)
-            if not token:
-                raise ConfigError("slack.enabled is true but no token: set REMEDIATOR_SLACK__BOT_TOKEN "
-                                  "or slack.bot_token_file")
-            slack = SlackNotifier(token=token, base_url=settings.slack.api_url)
+            slack = build_notifier(settings)
         if not settings.slack.approvers:
             log.warning("slack.approvers is empty: every Approve / Reject click will be refused")
     handler = _Interactions(deps_factory=deps_factory, settings=settings, slack=slack, signature=signature)
@@ -344,9 +337,7 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *, log_level: str = "info") -> None:
     """Run the HTTP app with uvicorn until SIGINT/SIGTERM."""
-    import uvicorn
-
-    from agents.compose import build_deps
+    import uvicorn  # only the serve command needs the server
 
     app = create_app(lambda: build_deps(settings), settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, server_header=False)

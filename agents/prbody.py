@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from memory.records import Incident, RemediationPlan
+from memory.records import FieldEdit, Incident, PullRequest, RemediationPlan
 from playbooks.schema import Playbook
 
 FENCE = "```"
@@ -59,3 +60,16 @@ def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook
               "Approve in Slack, by PR review, or `remediator decisions approve <incident>`. "
               "This PR was opened by remediator; it never writes to the cluster."]
     return "\n".join(lines)
+
+
+def revert_title(pr: PullRequest) -> str:
+    """Title of the PR that reverts the remediation merged in ``pr``."""
+    return f"remediator: revert {pr.title.removeprefix('remediator: ')}"[:200]
+
+
+def revert_body(pr: PullRequest, inc: Incident, edits: Sequence[FieldEdit], reason: str) -> str:
+    """Body of the revert PR: which remediation did not work, why, and what goes back."""
+    return (f"## Revert of {pr.url or pr.branch}\n\nThe remediation merged in `{pr.branch}` did not bring "
+            f"{inc.kind} on `{inc.service}` back in bounds: {reason}.\n\n"
+            + "\n".join(f"- `{e.file}` `{'.'.join(map(str, e.path))}`: `{e.old}` -> `{e.new}`" for e in edits)
+            + f"\n\nIncident {inc.id}; original PR {pr.id}.")

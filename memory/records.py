@@ -58,6 +58,12 @@ def branch_name(kind: str, service: str, fp: str) -> str:
     return f"remediator/{kind.replace('_', '-')}/{slug}-{fp}"
 
 
+def revert_branch_name(branch: str) -> str:
+    """The branch of the revert of the remediation on ``branch``:
+    ``remediator/revert/<kind>-<service-slug>-<fingerprint>`` (still ends with the fingerprint)."""
+    return "remediator/revert/" + branch.split("/", 2)[-1].replace("/", "-")
+
+
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -23,6 +23,8 @@ echo "== installing remediator[dev] into .venv"
 
 echo "== ruff"
 .venv/bin/ruff check agents tools memory playbooks tests bench
+echo "== lint-imports (layers, independent nodes, no cycles: the contracts in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 echo "== mypy (strict on memory/ and tools/detectors/)"
 .venv/bin/mypy
 echo "== pytest (${REMEDIATOR_TEST_WORKERS:-2} processes; the scenario harness runs beside the rest)"

@@ -17,10 +17,11 @@ import git
 import pytest
 import yaml
 
+from agents.checkpoint import sqlite_checkpointer
 from agents.compose import build_deps, checkpoint_path
 from agents.config import load_settings
 from agents.demo import prepare_workspace
-from agents.graph import INFLIGHT_KEY, run_cycle, sqlite_checkpointer
+from agents.graph import INFLIGHT_KEY, run_cycle
 from memory.store import Store
 
 pytestmark = pytest.mark.integration

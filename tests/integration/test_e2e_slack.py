@@ -16,6 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ import yaml
 
 from agents.compose import build_deps
 from agents.config import load_settings
-from agents.cycle import Deps
 from agents.demo import prepare_workspace
+from agents.deps import Deps
 from agents.http import create_app
 from memory.records import AuditEntry, PullRequest
 from memory.store import Store
@@ -124,8 +125,7 @@ def test_spike_pr_slack_approve_merge_recover_resolved_all_audited(
         # -- the signed Approve click on the HTTP endpoint: 200 at once, merge in the background
         def deps_factory() -> Deps:
             d = build_deps(settings)
-            d.prs = SlowMerges(d.prs, MERGE_DELAY_S)
-            return d
+            return replace(d, prs=SlowMerges(d.prs, MERGE_DELAY_S))
 
         app = create_app(deps_factory, settings)  # its Slack client and signature check come from the settings
         with serve_in_thread(app) as url:

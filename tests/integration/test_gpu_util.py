@@ -4,17 +4,19 @@ differently from busy extra spend); the LLM planner's ``query_signal`` tool serv
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agents.checkpoint import sqlite_checkpointer
 from agents.compose import build_deps, checkpoint_path
 from agents.config import load_settings
-from agents.cycle import _query_signal
 from agents.demo import prepare_workspace
-from agents.graph import run_cycle, sqlite_checkpointer
+from agents.graph import run_cycle
+from agents.nodes.plan import query_signal as _query_signal
 from agents.scoring import KEY, _load
 from tests.fakes.metrics import FakeMetrics
 from tools.results import Series, SignalResult
@@ -41,7 +43,7 @@ def test_gpu_utilisation_is_scored_and_shown_as_evidence(tmp_path: Path) -> None
     settings = load_settings(cfg)
     deps = build_deps(settings, replay_shift_to=now.replace(second=0))
     fake = FakeMetrics(deps.metrics, rewrite=_util)
-    deps.metrics = fake  # type: ignore[assignment]
+    deps = replace(deps, metrics=fake)  # type: ignore[assignment]
     with sqlite_checkpointer(checkpoint_path(settings)) as cp:
         r = run_cycle(deps, cp, started_at=now)
 

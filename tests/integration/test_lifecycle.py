@@ -3,6 +3,7 @@ closed and branch deleted), but never on missing data."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import git
 import pytest
 import yaml
 
+from agents.checkpoint import sqlite_checkpointer
 from agents.compose import build_deps, checkpoint_path
 from agents.config import load_settings
 from agents.demo import prepare_workspace
-from agents.graph import run_cycle, sqlite_checkpointer
+from agents.graph import run_cycle
 from tests.fakes.metrics import FakeMetrics, flatten_tail
 
 pytestmark = pytest.mark.integration
@@ -23,7 +25,7 @@ CAPTIONER = "ml-serving/image-captioner"
 def cycle(cfg: Path, now: datetime, **fake: object) -> dict:
     settings = load_settings(cfg)
     deps = build_deps(settings, replay_shift_to=now.replace(second=0))
-    deps.metrics = FakeMetrics(deps.metrics, **fake)  # type: ignore[arg-type]
+    deps = replace(deps, metrics=FakeMetrics(deps.metrics, **fake))  # type: ignore[arg-type]
     with sqlite_checkpointer(checkpoint_path(settings)) as cp:
         return run_cycle(deps, cp, started_at=now)
 
@@ -196,7 +198,7 @@ class _Killed(BaseException):
 
 
 def test_approval_waits_at_interrupt_and_resumes_once_even_after_a_kill(ws: tuple[Path, Path, datetime]) -> None:
-    from agents.approvals import _thread, build_approval_graph, decide
+    from agents.approvals import approval_thread, build_approval_graph, decide
     from agents.checkpoint import sqlite_checkpointer
 
     cfg, remote, now = ws
@@ -205,7 +207,7 @@ def test_approval_waits_at_interrupt_and_resumes_once_even_after_a_kill(ws: tupl
     settings = load_settings(cfg)
     deps = build_deps(settings)
     with sqlite_checkpointer(settings.checkpoint_path) as cp:
-        snap = build_approval_graph(deps, cp).get_state(_thread(inc["id"]))
+        snap = build_approval_graph(cp).get_state(approval_thread(inc["id"]))
         assert snap.next == ("await_decision",) and snap.interrupts  # paused, waiting for a human
     real_merge = deps.prs.merge
 
@@ -222,7 +224,7 @@ def test_approval_waits_at_interrupt_and_resumes_once_even_after_a_kill(ws: tupl
     assert [x.id for x in deps2.store.list_decisions(incident_id=inc["id"])] == [d.id]
     assert "maxReplicas: 3" in git.Repo(remote).git.show("main:apps/ml-serving/image-captioner.yaml")
     with sqlite_checkpointer(settings.checkpoint_path) as cp:
-        assert build_approval_graph(deps2, cp).get_state(_thread(inc["id"])).next == ()
+        assert build_approval_graph(cp).get_state(approval_thread(inc["id"])).next == ()
 
 
 def test_an_approving_review_in_the_host_lands_the_pr(ws: tuple[Path, Path, datetime]) -> None:
@@ -231,7 +233,7 @@ def test_an_approving_review_in_the_host_lands_the_pr(ws: tuple[Path, Path, date
     assert inc is not None
     settings = load_settings(cfg)
     deps = build_deps(settings, replay_shift_to=now.replace(second=0))
-    deps.metrics = FakeMetrics(deps.metrics)  # type: ignore[arg-type]
+    deps = replace(deps, metrics=FakeMetrics(deps.metrics))  # type: ignore[arg-type]
 
     class ReviewedProvider:  # the local provider plus what a Git host says about reviews
         def __init__(self, inner):  # type: ignore[no-untyped-def]
@@ -243,7 +245,7 @@ def test_an_approving_review_in_the_host_lands_the_pr(ws: tuple[Path, Path, date
         def reviews(self, *, pr):  # type: ignore[no-untyped-def]
             return [("frank", "COMMENTED"), ("grace", "APPROVED")]
 
-    deps.prs = ReviewedProvider(deps.prs)  # type: ignore[assignment]
+    deps = replace(deps, prs=ReviewedProvider(deps.prs))  # type: ignore[assignment]
     with sqlite_checkpointer(checkpoint_path(settings)) as cp:
         r = run_cycle(deps, cp, started_at=now + timedelta(minutes=5))
     assert next(i for i in r["incidents"] if i["id"] == inc["id"])["status"] == "approved"

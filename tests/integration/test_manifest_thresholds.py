@@ -3,6 +3,7 @@ default applies: the detect stage is not aborted, so the cycle's other findings 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import git
 import numpy as np
 import pytest
 
+from agents.checkpoint import sqlite_checkpointer
 from agents.compose import build_deps, checkpoint_path
 from agents.config import load_settings
 from agents.demo import prepare_workspace
-from agents.graph import run_cycle, sqlite_checkpointer
+from agents.graph import run_cycle
 from tests.fakes.metrics import FakeMetrics
 from tools.results import Series, SignalResult
 
@@ -67,7 +69,7 @@ def test_non_numeric_threshold_is_reported_and_the_other_findings_still_come_out
 
     settings = load_settings(cfg)
     deps = build_deps(settings, replay_shift_to=now.replace(second=0))
-    deps.metrics = FakeMetrics(deps.metrics, rewrite=_outcomes)  # type: ignore[arg-type]
+    deps = replace(deps, metrics=FakeMetrics(deps.metrics, rewrite=_outcomes))  # type: ignore[arg-type]
     with sqlite_checkpointer(checkpoint_path(settings)) as cp:
         r = run_cycle(deps, cp, started_at=now)
 

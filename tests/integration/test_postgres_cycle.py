@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.approvals import _thread, build_approval_graph, decide
+from agents.approvals import approval_thread, build_approval_graph, decide
 from agents.checkpoint import open_checkpointer
 from agents.compose import build_deps
 from agents.config import load_settings
@@ -59,6 +59,6 @@ def test_cycle_and_approval_threads_live_in_postgres(tmp_path: Path, pg_schema) 
     deps = build_deps(settings)
     inc = next(i for i in r2["incidents"] if i["kind"] == "cost_anomaly")
     with open_checkpointer(settings) as cp:
-        assert build_approval_graph(deps, cp).get_state(_thread(inc["id"])).next == ("await_decision",)
+        assert build_approval_graph(cp).get_state(approval_thread(inc["id"])).next == ("await_decision",)
     d = decide(deps, incident_id=inc["id"], verdict="reject", actor="erin", source="cli", reason="not now")
     assert d.verdict == "reject" and deps.store.audit.verify().ok

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,12 @@ import pytest
 import uvicorn
 import yaml
 
+from agents.checkpoint import sqlite_checkpointer
 from agents.compose import build_deps, checkpoint_path
 from agents.config import Settings, load_settings
-from agents.cycle import Deps
 from agents.demo import prepare_workspace
-from agents.graph import run_cycle, sqlite_checkpointer
+from agents.deps import Deps
+from agents.graph import run_cycle
 from agents.http import create_app
 from memory.records import PullRequest
 from memory.store import Store
@@ -195,7 +196,7 @@ def workspace(tmp: Path, *, merge_delay: float = 0.0) -> Iterator[Workspace]:
         api.usergroups[GROUP] = [GROUPIE, "U0OTHER"]
         client = SlackNotifier(token=TOKEN, base_url=api.base_url)
         deps = build_deps(settings, replay_shift_to=now.replace(second=0))
-        deps.notifier = client
+        deps = replace(deps, notifier=client)
         with sqlite_checkpointer(checkpoint_path(settings)) as cp:
             report = run_cycle(deps, cp, started_at=now)
         store = deps.store
@@ -215,9 +216,7 @@ def workspace(tmp: Path, *, merge_delay: float = 0.0) -> Iterator[Workspace]:
 
         def deps_factory() -> Deps:
             d = build_deps(settings)
-            if merge_delay:
-                d.prs = SlowMerges(d.prs, merge_delay)
-            return d
+            return replace(d, prs=SlowMerges(d.prs, merge_delay)) if merge_delay else d
 
         app = create_app(deps_factory, settings, slack=SlackNotifier(token=TOKEN, base_url=api.base_url))
         with serve_in_thread(app) as url:
@@ -364,7 +363,7 @@ def test_reject_closes_pr_records_and_is_not_reproposed(ws: Workspace) -> None:
 
     # the next cycle does not propose the same plan again (cooldown)
     deps = build_deps(ws.settings, replay_shift_to=ws.now.replace(second=0))
-    deps.notifier = SlackNotifier(token=TOKEN, base_url=ws.api.base_url)
+    deps = replace(deps, notifier=SlackNotifier(token=TOKEN, base_url=ws.api.base_url))
     with sqlite_checkpointer(checkpoint_path(ws.settings)) as cp:
         report = run_cycle(deps, cp, started_at=ws.now + timedelta(minutes=5))
     deps.store.close()

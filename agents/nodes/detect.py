@@ -1,0 +1,248 @@
+"""detect: query the signals of every workload and budget, run the pure detectors
+(tools/detectors) and return the findings. A failed query is an error of the report, never a
+finding; which kind|service had data is kept (only those may resolve in correlate)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import numpy as np
+from langgraph.runtime import Runtime
+
+from agents.deps import Deps, audit, now_of, retrying
+from agents.history import REQUESTS_PATH, previous_model, request_history
+from agents.scoring import score_batch
+from agents.state import CycleState, Views, err
+from agents.workloads import Workload, managed_objects, select_workloads
+from memory.records import Finding
+from tools.detectors.budget import BudgetInput, budget_service, detect_budget_breach
+from tools.detectors.common import InputStats
+from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
+from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
+from tools.detectors.fairness import FairnessInput, detect_fairness
+from tools.detectors.oob import detect_oob_writes
+from tools.errors import ToolError
+from tools.kube import quantity
+from tools.results import AuditEvent, SignalResult
+
+REQUEST_CHANGE_SLACK_S = 3600.0                # a commit up to this long before the rise may explain it
+ALL_RESOURCES = ("cpu", "gpu", "memory")
+
+
+class _Fetch:
+    """One cycle's queries: a failed one is recorded under ``errors`` and answers None."""
+
+    def __init__(self, deps: Deps, errors: list[dict[str, Any]]) -> None:
+        self.deps, self.errors = deps, errors
+
+    def __call__(self, label: str, fn: Callable[[], SignalResult]) -> SignalResult | None:
+        try:
+            res = retrying(self.deps, label, fn, retries=0)  # the adapter retries itself
+        except ToolError as e:
+            self.errors.append(err("detect", label, str(e)))
+            return None
+        if res.status == "error":
+            self.errors.append(err("detect", label, res.error or "query failed"))
+            return None
+        return res
+
+
+def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
+    deps = runtime.context
+    s = deps.settings
+    now = now_of(state)
+    errors: list[dict[str, Any]] = []
+    stats = InputStats()
+    views = deps.views.get(state, s.gitops.policies_dir)
+    workloads = views.workloads
+    fetch = _Fetch(deps, errors)
+    step = int(max(60, s.prometheus.scrape_interval.total_seconds()))
+    start = now - s.detection.history
+    findings: list[Finding] = []
+    costs: dict[str, SignalResult] = {}
+    evaluated: set[str] = set()
+
+    deps.on_progress(f"detect: {len(workloads)} workloads, {len(views.budgets)} budgets")
+    series: list[WorkloadSeries] = []
+    m = deps.metrics
+    for key, w in sorted(workloads.items()):
+        window = {"start": start, "end": now, "step_s": step}
+        c = fetch(f"cost {key}", partial(m.workload_cost, namespace=w.namespace, name=w.name, **window))
+        if c is None or c.first is None:
+            continue
+        costs[key] = c
+        evaluated.add(f"cost_anomaly|{key}")
+        r = fetch(f"replicas {key}", partial(m.workload_replicas, namespace=w.namespace, name=w.name, **window))
+        rr = None
+        if w.kind == "MultimodalInferenceService":
+            rr = fetch(f"requests {key}", partial(m.request_rate, namespace=w.namespace, service=w.name, **window))
+        u = fetch(f"gpu_util {key}", partial(m.gpu_utilisation, namespace=w.namespace, name=w.name, **window))
+        series.append(WorkloadSeries(
+            service=key, file=w.file, ts=c.first.timestamps, cost=c.first.values,
+            replicas=_values(r), request_rate=_values(rr), gpu_util=_values(u)))
+    series = _with_anomaly_scores(deps, series, errors)
+    cost_settings = CostSettings(min_duration_s=s.detection.min_duration.total_seconds(),
+                                 min_ratio=s.detection.cost_min_ratio, z=s.detection.cost_z)
+    for f in detect_cost_anomalies(series, cost_settings, stats):
+        change = request_change(deps, workloads.get(f.service), f.evidence)
+        findings.append(f.model_copy(update={"evidence": {**f.evidence, "request_change": change}}) if change else f)
+
+    findings += _budgets(deps, views, costs, fetch, evaluated, stats, start=start, now=now, step=step, errors=errors)
+    findings += _models(deps, views, fetch, evaluated, stats, now=now, step=step, errors=errors)
+
+    events = [AuditEvent(**{**e, "at": datetime.fromisoformat(e["at"]), "groups": tuple(e["groups"]),
+                            "source_ips": tuple(e["source_ips"])}) for e in state.get("audit_events", [])]
+    findings += detect_oob_writes(events, managed=managed_objects(workloads, views.docs),
+                                  allowed_actors=views.guardrails.allowed_actors)
+    for r in stats.rejected:
+        errors.append(err("detect", r.split(":", 1)[0], r.split(":", 1)[-1].strip()))
+    audit(deps, state, "detect", "findings", "", count=len(findings),
+          findings=[{"kind": f.kind, "service": f.service, "severity": f.severity} for f in findings])
+    return {"findings": [f.model_dump(mode="json") for f in findings], "evaluated": sorted(evaluated),
+            "errors": errors}
+
+
+def _values(res: SignalResult | None) -> Any:
+    return res.first.values if res is not None and res.first is not None else None
+
+
+def _budgets(deps: Deps, views: Views, costs: dict[str, SignalResult], fetch: _Fetch, evaluated: set[str],
+             stats: InputStats, *, start: datetime, now: datetime, step: int,
+             errors: list[dict[str, Any]]) -> list[Finding]:
+    out: list[Finding] = []
+    for b in views.budgets:
+        name = str(b.get("name", "?"))
+        try:
+            monthly = float(b.get("monthly_usd"))  # type: ignore[arg-type]
+            alert = float(b.get("alert_at_percent", 80))
+        except (TypeError, ValueError):
+            errors.append(err("detect", f"budget {name}", "monthly_usd / alert_at_percent must be numbers"))
+            continue
+        resources = tuple(b.get("resources") or ALL_RESOURCES)
+        bcosts: dict[str, tuple[object, object]] = {}
+        for w in select_workloads(b, views.workloads):
+            res = costs.get(w.key) if set(resources) == set(ALL_RESOURCES) else fetch(
+                f"cost {w.key} {resources}", partial(deps.metrics.workload_cost, namespace=w.namespace, name=w.name,
+                                                     start=start, end=now, step_s=step, resources=resources))
+            if res is not None and res.first is not None:
+                bcosts[w.key] = (res.first.timestamps, res.first.values)
+        if bcosts:
+            evaluated.add(f"budget_breach|{budget_service(b)}")
+        f = detect_budget_breach(BudgetInput(name=name, service=budget_service(b), monthly_usd=monthly,
+                                             alert_at_percent=alert, action=str(b.get("action", "alert")),
+                                             costs=bcosts, resources=resources), now=now.timestamp(), stats=stats)
+        if f is not None:
+            out.append(f)
+    return out
+
+
+def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats: InputStats, *,
+            now: datetime, step: int, errors: list[dict[str, Any]]) -> list[Finding]:
+    """Drift and fairness of every MultimodalInferenceService that declares them."""
+    s = deps.settings
+    out: list[Finding] = []
+    for key, w in sorted(views.workloads.items()):
+        if w.kind != "MultimodalInferenceService":
+            continue
+        rai = w.responsible_ai
+        drift_cfg = rai.get("driftDetection") or {}
+        fair_cfg = rai.get("fairness") or {}
+        version = str(w.model.get("version", ""))
+        if not version or not (drift_cfg.get("enabled") or fair_cfg.get("enabled")):
+            continue
+        hstart = now - s.detection.history - timedelta(days=1)
+        prev = previous_model(deps, w)  # one walk of the file's Git history for drift and fairness
+        if drift_cfg.get("enabled"):
+            pc = fetch(f"predictions {key}", partial(deps.metrics.prediction_counters, namespace=w.namespace,
+                                                     service=w.name, start=hstart, end=now, step_s=step))
+            if pc is not None and pc.series:
+                evaluated.add(f"model_drift|{key}")
+                threshold = _cfg_number(drift_cfg, "threshold", "responsibleAI.driftDetection", w.file, errors)
+                f = detect_drift(DriftInput(
+                    service=key, file=w.file, current_version=version,
+                    counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in pc.series],
+                    threshold=threshold, metric=drift_cfg.get("metric"),
+                    baseline_ref=str(drift_cfg.get("baselineModelRef") or "") or None,
+                    previous_version=prev["version"] if prev else None,
+                    version_set_at=prev["set_at"] if prev else None,
+                    min_samples=s.detection.drift_min_samples), now=now.timestamp(), stats=stats)
+                if f is not None:
+                    out.append(f)
+        if fair_cfg.get("enabled"):
+            oc = fetch(f"outcomes {key}", partial(deps.metrics.outcome_counters, namespace=w.namespace,
+                                                  service=w.name, start=hstart, end=now, step_s=step))
+            if oc is not None and oc.series:
+                evaluated.add(f"fairness_violation|{key}")
+                fair_threshold = _cfg_number(fair_cfg, "threshold", "responsibleAI.fairness", w.file, errors)
+                f = detect_fairness(FairnessInput(
+                    service=key, file=w.file, current_version=version,
+                    counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in oc.series],
+                    attributes=tuple(str(a) for a in fair_cfg.get("protectedAttributes") or ()),
+                    threshold=fair_threshold if fair_threshold is not None else 0.05,
+                    min_group=s.detection.fairness_min_group, version_set_at=(prev or {}).get("set_at")),
+                    now=now.timestamp(), stats=stats)
+                if f is not None:
+                    out.append(f)
+    return out
+
+
+def _cfg_number(cfg: dict[str, Any], key: str, where: str, file: str, errors: list[dict[str, Any]]) -> float | None:
+    """A number from a manifest section; a bad one is reported (the default applies), never a crash."""
+    raw = cfg.get(key)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        errors.append(err("detect", file, f"{where}.{key} must be a number (got {raw!r}); using the default"))
+        return None
+
+
+def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[dict[str, Any]]) -> list[WorkloadSeries]:
+    """Score every $/h and GPU-utilisation series of the cycle as one batch ([series, time]) with the
+    torch streaming detector."""
+    grids = {len(np.asarray(w.ts)) for w in series}
+    if len(grids) != 1:
+        return series
+    util_key = "{} gpu_util".format
+    n = grids.pop()
+    rows = [(w.service, w.cost) for w in series] + [(util_key(w.service), w.gpu_util) for w in series
+                                                     if w.gpu_util is not None and np.size(w.gpu_util) == n]
+    try:
+        ts = np.asarray(series[0].ts, dtype=np.float64)
+        values = np.vstack([np.asarray(v, dtype=np.float64) for _, v in rows])
+        scored = score_batch(deps.store, [k for k, _ in rows], ts, values)
+    except (RuntimeError, ValueError) as e:
+        errors.append(err("detect", "anomaly", f"streaming detector skipped: {e}"))
+        return series
+    return [replace(w, anomaly_scores=scored[w.service]["scores"], anomaly_alarm_ts=scored[w.service]["alarm_ts"],
+                    gpu_util_alarm_ts=scored.get(util_key(w.service), {}).get("alarm_ts")) for w in series]
+
+
+def request_change(deps: Deps, w: Workload | None, evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """The Git commit that raised a resource request of ``w`` shortly before (or during) the cost
+    excursion in ``evidence``, with the values before and after; None when there is none."""
+    if w is None:
+        return None
+    try:
+        lo = datetime.fromisoformat(str(evidence["window"]["start"])).timestamp() - REQUEST_CHANGE_SLACK_S
+        hi = datetime.fromisoformat(str(evidence["window"]["end"])).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+    hist = request_history(deps, w)
+    for (sha, at, new), (_, _, old) in zip(hist, hist[1:], strict=False):
+        if new == old:
+            continue
+        if not lo <= at.timestamp() <= hi:   # the latest change to the requests is not this excursion's
+            return None
+        raised = {str(k): {"old": old.get(k), "new": v} for k, v in new.items()
+                  if (qn := quantity(v)) is not None and (qo := quantity(old.get(k))) is not None and qn > qo}
+        if not raised:
+            return None
+        return {"commit": sha[:12], "at": at.isoformat().replace("+00:00", "Z"), "file": w.file,
+                "path": ".".join(REQUESTS_PATH), "raised": raised}
+    return None

@@ -1,0 +1,88 @@
+"""observe (read-only): the desired state and policies from the GitOps repository, overlay
+values as deployed, and the audit-log events since the stored cursor."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agents.deps import Deps, audit, now_of, retrying
+from agents.state import CURSOR_KEY, CycleState, err
+from agents.workloads import dig, load_guardrails
+from tools import kustomize
+from tools.errors import CycleAborted, ToolError
+from tools.results import AuditEvent, ManifestDoc
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+EFFECTIVE_FIELDS = {
+    "MultimodalInferenceService": [("spec", "autoscaling", "minReplicas"), ("spec", "autoscaling", "maxReplicas"),
+                                   ("spec", "modelRef", "version"), ("spec", "modelRef", "path")],
+    "HorizontalPodAutoscaler": [("spec", "minReplicas"), ("spec", "maxReplicas")],
+}
+
+
+def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
+    deps = runtime.context
+    now = now_of(state)
+    errors: list[dict[str, Any]] = []
+    deps.on_progress(f"observe: Git {deps.repo.remote}, metrics {deps.metrics.name}")
+    try:
+        retrying(deps, f"metrics source {deps.metrics.name}", deps.metrics.check, retries=0)  # adapter retries
+        snap = retrying(deps, f"git remote {deps.repo.remote}", deps.repo.sync)
+    except ToolError as e:
+        raise CycleAborted(str(e)) from None
+    for p in snap.problems:
+        errors.append(err("observe", p.path, str(p)))
+    _, gproblems = load_guardrails(snap.guardrails, deps.settings.gitops.policies_dir)
+    errors += [err("observe", p.path, str(p)) for p in gproblems]
+
+    cursor = deps.store.get_kv(CURSOR_KEY)
+    since = now - deps.settings.auditlog.initial_lookback
+    events: list[AuditEvent] = []
+    new_cursor = cursor
+    if deps.settings.auditlog.paths:
+        try:
+            events, new_cursor = deps.auditlog.read(cursor=cursor, since=since)
+        except ToolError as e:
+            errors.append(err("observe", "auditlog", str(e)))
+        for p in deps.auditlog.last_problems:
+            errors.append(err("observe", "auditlog", str(p)))
+    # events after the cycle's evaluation time belong to the next cycle
+    events = [e for e in events if e.at <= now]
+
+    effective = effective_values(deps, snap.manifests)
+    audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests), overlays=len(effective),
+          audit_events=len(events), problems=len(snap.problems))
+    return {
+        "snapshot": {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
+                     "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective},
+        "audit_events": [event_dict(e) for e in events],
+        "audit_cursor": new_cursor,
+        "errors": errors,
+    }
+
+
+def event_dict(e: AuditEvent) -> dict[str, Any]:
+    d = asdict(e)
+    d["at"] = e.at.isoformat()
+    return d
+
+
+def effective_values(deps: Deps, manifests: list[ManifestDoc]) -> dict[str, Any]:
+    """Fields of the manifests whose deployed value an overlay sets differently (key file|kind|name|path)."""
+    tree = deps.repo.read_tree()
+    if not any(f.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES for f in tree):
+        return {}
+    out: dict[str, Any] = {}
+    for m in manifests:
+        for path in EFFECTIVE_FIELDS.get(m.kind, []):
+            base = dig(m.body, *path)
+            if base is None:
+                continue
+            loc = kustomize.effective_value(tree, file=m.file, doc_kind=m.kind, doc_name=m.name, path=path)
+            if loc.ok and loc.moved and loc.effective is not None and loc.effective != base:
+                out[f"{m.file}|{m.kind}|{m.name}|{'.'.join(path)}"] = loc.effective
+    return out

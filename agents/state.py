@@ -1,0 +1,99 @@
+"""The cycle's state and the typed views built from it once per cycle.
+
+``CycleState`` travels through the LangGraph graph and is checkpointed after every node, so it
+holds only JSON-able values (a killed cycle resumes from it). What the nodes read from it (the
+workloads as deployed, the guardrails, the manifests with overlay values applied) is built
+once per cycle by ``ViewCache.get`` instead of being re-parsed by every node.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypedDict
+
+from agents.workloads import Guardrails, Workload, build_workloads, load_guardrails
+from memory.records import new_id
+from tools.results import FileProblem, ManifestDoc
+
+CURSOR_KEY = "auditlog.cursor"   # store key of the audit-log cursor (observe reads it, record moves it)
+
+
+class CycleState(TypedDict, total=False):
+    cycle_id: str
+    started_at: str
+    snapshot: dict[str, Any]            # commit, manifests, budgets, guardrails, effective (overlay values)
+    audit_events: list[dict[str, Any]]
+    audit_cursor: str | None
+    findings: list[dict[str, Any]]
+    evaluated: list[str]                # kind|service that had data this cycle (only those may resolve)
+    touched: list[str]                  # incident ids opened, seen again or resolved this cycle
+    plans: list[dict[str, Any]]
+    pr_ids: list[str]
+    notifications: list[dict[str, Any]]
+    # Slack work for the notify node: PRs whose approval message is due, outcomes to show
+    slack_posts: Annotated[list[dict[str, Any]], operator.add]
+    slack_outcomes: Annotated[list[dict[str, str]], operator.add]
+    errors: Annotated[list[dict[str, Any]], operator.add]
+
+
+def new_cycle_state(started_at: datetime | None = None) -> CycleState:
+    started = (started_at or datetime.now(UTC)).astimezone(UTC)
+    return {"cycle_id": new_id("cyc"), "started_at": started.isoformat(), "errors": []}
+
+
+def err(stage: str, source: str, message: str) -> dict[str, Any]:
+    """One entry of the report's ``errors``."""
+    return {"stage": stage, "source": source, "message": message}
+
+
+def effective_docs(snapshot: dict[str, Any]) -> list[ManifestDoc]:
+    """The manifests as deployed: a value a kustomize overlay patches replaces the base's."""
+    eff = snapshot.get("effective") or {}
+    docs = []
+    for m in snapshot["manifests"]:
+        d = ManifestDoc(**m)
+        for key, value in eff.items():
+            file, kind, name, path = key.split("|", 3)
+            if (file, kind, name) == (d.file, d.kind, d.name):
+                node = d.body
+                keys = path.split(".")
+                for k in keys[:-1]:
+                    node = node.setdefault(k, {}) if isinstance(node, dict) else {}
+                if isinstance(node, dict):
+                    node[keys[-1]] = value
+        docs.append(d)
+    return docs
+
+
+@dataclass(frozen=True)
+class Views:
+    """Typed views of one cycle's snapshot."""
+
+    docs: list[ManifestDoc]
+    workloads: dict[str, Workload]
+    guardrails: Guardrails
+    guardrail_problems: list[FileProblem]
+    budgets: list[dict[str, Any]]
+
+
+def build_views(snapshot: dict[str, Any], policies_dir: str) -> Views:
+    docs = effective_docs(snapshot)
+    guardrails, problems = load_guardrails(snapshot["guardrails"], policies_dir)
+    return Views(docs=docs, workloads=build_workloads(docs), guardrails=guardrails, guardrail_problems=problems,
+                 budgets=list(snapshot["budgets"]))
+
+
+class ViewCache:
+    """``Views`` of the current cycle, built on first use (after observe) and kept for the cycle."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, str] | None = None
+        self._views: Views | None = None
+
+    def get(self, state: CycleState, policies_dir: str) -> Views:
+        key = (state["cycle_id"], str(state["snapshot"].get("commit")))
+        if self._views is None or self._key != key:
+            self._views, self._key = build_views(state["snapshot"], policies_dir), key
+        return self._views
