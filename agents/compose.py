@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 from agents.checkpoint import open_checkpointer
 from agents.config import ConfigError, Settings, read_secret
@@ -40,26 +41,42 @@ def build_metrics(settings: Settings, *, replay_shift_to: datetime | None = None
                             retries=p.retries)
 
 
+class HostedSettings(TypedDict):
+    """What a hosted provider (GitHub, GitLab) is built from."""
+
+    remote: str
+    base: str
+    workdir: Path
+    author_name: str
+    author_email: str
+    repository: str
+    token: str
+    api_url: str | None
+    approval_label: str
+    merge_method: str
+
+
 def build_provider(settings: Settings) -> PullRequests:
     g = settings.gitops
-    common = {"remote": g.remote, "base": g.branch, "workdir": settings.workdir / "pr",
-              "author_name": g.author_name, "author_email": g.author_email}
+    workdir = settings.workdir / "pr"
     if g.provider == "local":
-        return LocalProvider(**common)
+        return LocalProvider(remote=g.remote, base=g.branch, workdir=workdir, author_name=g.author_name,
+                             author_email=g.author_email)
     token = read_secret(g.token, g.token_file)
     if not token:
         raise ConfigError(f"gitops.provider is {g.provider} but no token: set REMEDIATOR_GITOPS__TOKEN or gitops.token_file")
     assert g.repository is not None  # validated with the settings
-    hosted = {**common, "repository": g.repository, "token": token, "api_url": g.api_url,
-              "approval_label": g.approval_label}
+    hosted = HostedSettings(remote=g.remote, base=g.branch, workdir=workdir, author_name=g.author_name,
+                            author_email=g.author_email, repository=g.repository, token=token, api_url=g.api_url,
+                            approval_label=g.approval_label, merge_method=g.merge_method)
     try:
         if g.provider == "github":
             from tools.providers.github import GitHubProvider  # the host's client only where it is configured
 
-            return GitHubProvider(**hosted, merge_method=g.merge_method)
+            return GitHubProvider(**hosted)
         from tools.providers.gitlab import GitLabProvider
 
-        return GitLabProvider(**hosted, merge_method=g.merge_method)
+        return GitLabProvider(**hosted)
     except PermanentError as e:
         raise ConfigError(f"gitops ({g.provider}): {e}") from None
 

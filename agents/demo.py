@@ -88,7 +88,9 @@ def prepare_workspace(state: Path, now: datetime, out: Any = lambda *a, **k: Non
 
 
 def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False) -> None:
-    out = (lambda *a, **k: typer.echo(*a, err=True, **k)) if json_out else typer.echo
+    def out(message: str = "") -> None:
+        typer.echo(message, err=json_out)  # with --json, stdout carries only the JSON document
+
     state = (state_dir or default_state_dir()).expanduser().resolve()
     _prepare(state)
     now = datetime.now(UTC).replace(microsecond=0)

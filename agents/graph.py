@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -66,7 +66,7 @@ def run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime | 
                                     data={"next": list(snap.next)})
             final = graph.invoke(None, cfg, context=deps)
             deps.store.set_kv(INFLIGHT_KEY, "")
-            return build_report(deps, final)
+            return build_report(deps, cast(CycleState, final))
     state = new_cycle_state(started_at)
     cfg = {"configurable": {"thread_id": state["cycle_id"]}}
     if not deps.dry_run:
@@ -79,7 +79,7 @@ def run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime | 
         deps.store.set_kv(INFLIGHT_KEY, "")  # nothing was done; the next run starts afresh
         raise
     deps.store.set_kv(INFLIGHT_KEY, "")
-    return build_report(deps, final)
+    return build_report(deps, cast(CycleState, final))
 
 
 __all__ = ["INFLIGHT_KEY", "NODES", "build_graph", "run_cycle"]

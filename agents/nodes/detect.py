@@ -70,17 +70,20 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     series: list[WorkloadSeries] = []
     m = deps.metrics
     for key, w in sorted(workloads.items()):
-        window = {"start": start, "end": now, "step_s": step}
-        c = fetch(f"cost {key}", partial(m.workload_cost, namespace=w.namespace, name=w.name, **window))
+        ns, name = w.namespace, w.name
+        c = fetch(f"cost {key}", partial(m.workload_cost, namespace=ns, name=name, start=start, end=now, step_s=step))
         if c is None or c.first is None:
             continue
         costs[key] = c
         evaluated.add(f"cost_anomaly|{key}")
-        r = fetch(f"replicas {key}", partial(m.workload_replicas, namespace=w.namespace, name=w.name, **window))
+        r = fetch(f"replicas {key}", partial(m.workload_replicas, namespace=ns, name=name, start=start, end=now,
+                                             step_s=step))
         rr = None
         if w.kind == "MultimodalInferenceService":
-            rr = fetch(f"requests {key}", partial(m.request_rate, namespace=w.namespace, service=w.name, **window))
-        u = fetch(f"gpu_util {key}", partial(m.gpu_utilisation, namespace=w.namespace, name=w.name, **window))
+            rr = fetch(f"requests {key}", partial(m.request_rate, namespace=ns, service=name, start=start, end=now,
+                                                  step_s=step))
+        u = fetch(f"gpu_util {key}", partial(m.gpu_utilisation, namespace=ns, name=name, start=start, end=now,
+                                             step_s=step))
         series.append(WorkloadSeries(
             service=key, file=w.file, ts=c.first.timestamps, cost=c.first.values,
             replicas=_values(r), request_rate=_values(rr), gpu_util=_values(u)))
@@ -98,8 +101,8 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
                             "source_ips": tuple(e["source_ips"])}) for e in state.get("audit_events", [])]
     findings += detect_oob_writes(events, managed=managed_objects(workloads, views.docs),
                                   allowed_actors=views.guardrails.allowed_actors)
-    for r in stats.rejected:
-        errors.append(err("detect", r.split(":", 1)[0], r.split(":", 1)[-1].strip()))
+    for rejected in stats.rejected:
+        errors.append(err("detect", rejected.split(":", 1)[0], rejected.split(":", 1)[-1].strip()))
     audit(deps, state, "detect", "findings", "", count=len(findings),
           findings=[{"kind": f.kind, "service": f.service, "severity": f.severity} for f in findings])
     return {"findings": [f.model_dump(mode="json") for f in findings], "evaluated": sorted(evaluated),
@@ -211,7 +214,7 @@ def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[
     util_key = "{} gpu_util".format
     n = grids.pop()
     rows = [(w.service, w.cost) for w in series] + [(util_key(w.service), w.gpu_util) for w in series
-                                                     if w.gpu_util is not None and np.size(w.gpu_util) == n]
+                                                     if w.gpu_util is not None and np.size(np.asarray(w.gpu_util)) == n]
     try:
         ts = np.asarray(series[0].ts, dtype=np.float64)
         values = np.vstack([np.asarray(v, dtype=np.float64) for _, v in rows])

@@ -17,7 +17,7 @@ from tools.results import AuditEvent, ManifestDoc
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
-EFFECTIVE_FIELDS = {
+EFFECTIVE_FIELDS: dict[str, list[tuple[str, ...]]] = {
     "MultimodalInferenceService": [("spec", "autoscaling", "minReplicas"), ("spec", "autoscaling", "maxReplicas"),
                                    ("spec", "modelRef", "version"), ("spec", "modelRef", "path")],
     "HorizontalPodAutoscaler": [("spec", "minReplicas"), ("spec", "maxReplicas")],
