@@ -21,6 +21,8 @@ from tools.results import PublishResult
 
 
 class LocalProvider:
+    """PullRequests adapter for a plain git remote: a PR is a branch."""
+
     def __init__(self, *, remote: str, base: str, workdir: Path, author_name: str = "remediator",
                  author_email: str = "remediator@localhost", timeout_s: float = 60) -> None:
         self.git = GitClone(remote=remote, workdir=workdir, author_name=author_name,
@@ -145,6 +147,10 @@ class LocalProvider:
                      action=f"pushing branch {self.base}")
         self._push(f":refs/heads/{pr.branch}", pr.branch, head)
         return pr.model_copy(update={"status": "merged", "updated_at": utcnow()})
+
+    def reviews(self, *, pr: PullRequest) -> list[tuple[str, str]]:
+        """A plain git remote has no reviews."""
+        return []
 
     def close(self, *, pr: PullRequest, comment: str) -> PullRequest:
         self.git.fetch()
