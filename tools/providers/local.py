@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from gitdb import IStream
 
@@ -94,7 +95,7 @@ class LocalProvider:
             head_sha = self.git.run("commit-tree", tree, "-p", base_sha, "-m", message)
             self._push(f"{head_sha}:refs/heads/{branch}", branch, head or "")
             pushed = True
-        fields = {
+        fields: dict[str, Any] = {
             "branch": branch, "base": self.base, "title": title, "body": body, "url": self._url(branch),
             "files": tuple(sorted(files)), "incident_ids": tuple(dict.fromkeys(incident_ids)),
             "labels": tuple(dict.fromkeys(labels)), "status": "open", "head_sha": head_sha,
