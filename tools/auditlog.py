@@ -63,6 +63,10 @@ def parse_event(obj: dict[str, Any]) -> AuditEvent:
 
 
 class JsonLinesAuditLog:
+    """AuditLog adapter over audit log files."""
+
+    last_problems: list[str]  # AuditLog.last_problems: what the last read could not use
+
     def __init__(self, *, paths: list[Path]) -> None:
         self._paths = [Path(p) for p in paths]
         self.last_problems: list[str] = []

@@ -244,12 +244,14 @@ class GitRepo:
 
     @staticmethod
     def _manifest(rel: str, index: int, doc: dict[str, Any], problems: list[FileProblem]) -> ManifestDoc | None:
-        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        raw_meta = doc.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         name = meta.get("name")
         if not isinstance(name, str) or not name:
             problems.append(FileProblem(rel, f"document {index} ({doc['kind']}) has no metadata.name"))
             return None
-        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+        raw_labels = meta.get("labels")
+        labels: dict[Any, Any] = raw_labels if isinstance(raw_labels, dict) else {}
         return ManifestDoc(file=rel, index=index, kind=str(doc["kind"]), api_version=str(doc.get("apiVersion", "")),
                            name=name, namespace=str(meta.get("namespace") or "default"),
                            labels={str(k): v if isinstance(v, str) else str(v) for k, v in labels.items()},

@@ -16,6 +16,6 @@ def quantity(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        return float(parse_quantity(value))
+        return float(parse_quantity(value))  # type: ignore[no-untyped-call]  # kubernetes ships no annotations
     except (ValueError, TypeError, ArithmeticError):
         return None

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from memory.records import PullRequest
-from tools.results import AuditEvent, PublishResult, RepoSnapshot, SignalResult
+from tools.results import AuditEvent, PostedMessage, PublishResult, RepoSnapshot, SignalResult
 
 
 class MetricsSource(Protocol):
@@ -59,6 +59,10 @@ class GitOpsRepo(Protocol):
 
     def read_file(self, *, path: str, ref: str | None = None) -> str | None: ...
 
+    def read_tree(self) -> dict[str, str]:
+        """Every YAML (and JSON) file of the tip checked out by the last ``sync``: repo path -> text
+        (what ``tools.kustomize`` needs to follow overlays). Unreadable files are left out."""
+
     def field_history(
         self, *, path: str, doc_kind: str, doc_name: str, field: tuple[str | int, ...], limit: int = 50,
     ) -> list[tuple[str, datetime, object]]:
@@ -86,6 +90,10 @@ class PullRequests(Protocol):
 
     def merge(self, *, pr: PullRequest) -> PullRequest: ...
 
+    def reviews(self, *, pr: PullRequest) -> list[tuple[str, str]]:
+        """``(user, state)`` of each reviewer's standing verdict in the host (``APPROVED`` or
+        ``CHANGES_REQUESTED``); ``[]`` where the host has no reviews (a plain git remote)."""
+
 
 class AuditLog(Protocol):
     """Kubernetes audit-log events after a cursor."""
@@ -93,7 +101,24 @@ class AuditLog(Protocol):
     def read(self, *, cursor: str | None, since: datetime) -> tuple[list[AuditEvent], str]:
         """Events after ``cursor`` (or with time >= ``since`` when there is no cursor), and the new cursor."""
 
+    @property
+    def last_problems(self) -> list[str]:
+        """What the last ``read`` could not use (unreadable file, malformed line, bad cursor), one
+        ``"where: reason"`` line each; they do not stop a read. Empty before the first read."""
+
 
 class Notifier(Protocol):
+    """A chat channel for humans (Slack): notifications and the PR approval message."""
+
     def notify(self, *, channel: str, text: str, blocks: list[dict[str, object]] | None = None) -> str | None:
         """Send a message; returns its id (e.g. Slack ts) when there is one."""
+
+    def post_message(self, *, channel: str, text: str,
+                     blocks: list[dict[str, object]] | None = None) -> PostedMessage:
+        """Send a message and return where it landed (the channel id the host answered with, and the
+        message id) so that ``update_message`` can change it later."""
+
+    def update_message(self, *, channel: str, ts: str, text: str,
+                       blocks: list[dict[str, object]] | None = None) -> None:
+        """Replace the text and blocks of a message this notifier posted (``channel`` as returned by
+        ``post_message``)."""

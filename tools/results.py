@@ -81,6 +81,14 @@ class PublishResult:
 
 
 @dataclass(frozen=True)
+class PostedMessage:
+    """Where a notifier's message landed: what updating it later needs."""
+
+    channel: str  # the channel ID the host answered with (Slack's chat.update needs it, not the name)
+    ts: str       # the message id (Slack: its timestamp)
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     """The fields of a Kubernetes audit event remediator uses (all strings untrusted)."""
 

@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
@@ -19,6 +18,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 
 from memory.records import Incident, PullRequest, RemediationPlan
 from tools.errors import PermanentError, TemporaryError, scrub
+from tools.results import PostedMessage as PostedMessage  # defined with the other results; re-exported here
 
 log = logging.getLogger("remediator.slack")
 
@@ -157,13 +157,9 @@ class SlackSignature:
 
 # ----------------------------------------------------------------------------- Web API client
 
-@dataclass(frozen=True)
-class PostedMessage:
-    channel: str  # the channel ID Slack answered with (chat.update needs it, not the name)
-    ts: str
-
-
 class SlackNotifier:
+    """Notifier adapter over Slack's Web API."""
+
     def __init__(self, *, token: str, timeout_s: float = 10, base_url: str | None = None,
                  group_cache_s: float = 300) -> None:
         url = base_url or WebClient.BASE_URL

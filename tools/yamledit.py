@@ -5,6 +5,11 @@ node), then rewrites only that scalar's characters in the original text, so comm
 quoting, flow mappings, indentation and the other documents stay byte-identical. Every
 edit is re-read with PyYAML (what GitOps tooling and reviewers' diffs see) and must read
 back as the value that was asked for.
+
+The round-trip loading and the scalar writer are public (``round_trip_documents``, ``has_key``,
+``value_position``, ``token_end``, ``render_scalar``, ``replace_scalar``, ``reads_back_as``,
+``metadata_name``, ``format_path``) because ``tools.kustomize.write`` edits inside inline
+patches with the same rules.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from ruamel.yaml.error import MarkedYAMLError as RuamelMarkedError
 from memory.records import FieldEdit
 from tools.errors import PermanentError
 
-__all__ = ["YamlParseError", "apply_edits", "get_value", "parse_documents"]
+__all__ = ["YamlParseError", "apply_edits", "format_path", "get_value", "has_key", "metadata_name",
+           "parse_documents", "reads_back_as", "render_scalar", "replace_scalar", "round_trip_documents",
+           "token_end", "value_position"]
 
 
 class YamlParseError(PermanentError):
@@ -65,7 +72,8 @@ def _walk(node: Any, path: Sequence[str | int]) -> Any:
     return node
 
 
-def _name(doc: Any) -> Any:
+def metadata_name(doc: Any) -> Any:
+    """``metadata.name`` of a parsed document as written (any type); None when it has none."""
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     return meta.get("name") if isinstance(meta, dict) else None
 
@@ -73,7 +81,7 @@ def _name(doc: Any) -> Any:
 def get_value(text: str, *, doc_kind: str, doc_name: str, path: tuple[str | int, ...]) -> Any:
     """Value at ``path`` in the document ``doc_kind``/``doc_name``; None when anything is missing."""
     for doc in parse_documents(text, "<text>"):
-        if doc.get("kind") == doc_kind and _name(doc) == doc_name:
+        if doc.get("kind") == doc_kind and metadata_name(doc) == doc_name:
             return _walk(doc, path)
     return None
 
@@ -93,6 +101,12 @@ class _Invalid:  # sentinel: snippet does not parse
 
 _rt = YAML(typ="rt")
 _rt.allow_duplicate_keys = True
+
+
+def round_trip_documents(text: str) -> list[Any]:
+    """Every document of ``text`` through ruamel's round-trip loader (nodes know their line/column).
+    Raises what ruamel raises for bad input."""
+    return list(_rt.load_all(text))
 
 
 def _plain_ok(s: str, flow: bool) -> bool:
@@ -118,7 +132,7 @@ def _dq(s: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}" if ord(m[0]) < 0x10000 else f"\\U{ord(m[0]):08x}", body)
 
 
-def _render(value: Any, style: str, flow: bool) -> tuple[str, Any]:
+def render_scalar(value: Any, style: str, flow: bool) -> tuple[str, Any]:
     """Text for ``value`` in the old token's quote style, and the value it must read back as."""
     if style in ('"', "'") and isinstance(value, int | float | str) and not isinstance(value, bool):
         s = str(value)
@@ -146,7 +160,7 @@ def _render(value: Any, style: str, flow: bool) -> tuple[str, Any]:
 
 # --------------------------------------------------------------------------- locating tokens
 
-def _token_end(line: str, col: int, flow: bool) -> int:
+def token_end(line: str, col: int, flow: bool) -> int:
     """End column (exclusive) of the scalar starting at ``col`` on ``line`` (single line only)."""
     c = line[col] if col < len(line) else ""
     if c == '"':
@@ -180,49 +194,75 @@ def _lines(text: str) -> list[str]:
 
 def _select(docs: list[Any], edit: FieldEdit) -> Any:
     hits = [d for d in docs if isinstance(d, CommentedMap) and d.get("kind") == edit.doc_kind
-            and _name(d) == edit.doc_name]
+            and metadata_name(d) == edit.doc_name]
     if len(hits) != 1:
         what = "no document" if not hits else f"{len(hits)} documents"
         raise PermanentError(f"{edit.file}: {what} of kind {edit.doc_kind} named {edit.doc_name}", source=edit.file)
     return hits[0]
 
 
-def _fmt_path(path: Sequence[str | int]) -> str:
+def format_path(path: Sequence[str | int]) -> str:
+    """``spec.template.0.image``: a field path as errors and notes write it."""
     return ".".join(str(p) for p in path)
 
 
+def has_key(parent: Any, key: str | int) -> bool:
+    """True when the round-trip node ``parent`` holds ``key`` (a mapping key, or a list index >= 0)."""
+    return (isinstance(parent, CommentedMap) and key in parent) or (
+        isinstance(parent, CommentedSeq) and isinstance(key, int) and 0 <= key < len(parent))
+
+
+def value_position(parent: CommentedMap | CommentedSeq, key: str | int) -> tuple[int, int]:
+    """0-based (row, column) where the value ``parent[key]`` starts in the text."""
+    row, col = parent.lc.value(key) if isinstance(parent, CommentedMap) else parent.lc.item(key)
+    return int(row), int(col)
+
+
+def replace_scalar(lines: list[str], parent: CommentedMap | CommentedSeq, key: str | int, new: Any, where: str, *,
+                   source: str = "") -> None:
+    """Rewrite, in ``lines`` (the text's lines with their ends), the single-line scalar ``parent[key]`` as
+    ``new`` in the old token's quote style; every other character stays. Raises ``PermanentError``
+    (``where: ...``) for anchors, aliases, tags, block scalars and multi-line quoted scalars."""
+    row, col = value_position(parent, key)
+    flow = parent.fa.flow_style()
+    line = lines[row]
+    if line[col:col + 1] in ("&", "*", "!", "|", ">"):
+        raise PermanentError(f"{where}: anchors, aliases, tags and block scalars are not edited", source=source)
+    end = token_end(line, col, flow)
+    if end < 0:
+        raise PermanentError(f"{where}: multi-line quoted scalar is not edited", source=source)
+    style = line[col] if line[col:col + 1] in ("'", '"') else ""
+    lines[row] = line[:col] + render_scalar(new, style, flow)[0] + line[end:]
+
+
+def reads_back_as(got: Any, new: Any) -> bool:
+    """True when ``got`` (the value re-read with PyYAML) is what writing ``new`` asked for: the same
+    value and type, where a field that was quoted stays a string (``"4"`` for 4)."""
+    want = new
+    if isinstance(got, str) and not isinstance(want, str | bool) and want is not None:
+        want = str(want)  # the field was quoted: it stays a string
+    return bool(got == want) and type(got) is type(want)
+
+
 def _apply_one(text: str, edit: FieldEdit) -> str:
-    where = f"{edit.file} {edit.doc_kind}/{edit.doc_name} {_fmt_path(edit.path)}"
+    where = f"{edit.file} {edit.doc_kind}/{edit.doc_name} {format_path(edit.path)}"
     if not edit.path:
         raise PermanentError(f"{where}: empty field path", source=edit.file)
     try:
-        docs = list(_rt.load_all(text))
+        docs = round_trip_documents(text)
     except RuamelMarkedError as exc:
         raise _mark_error(exc, edit.file) from None
     parent = _select(docs, edit)
     for i, key in enumerate(edit.path[:-1]):
-        ok = (isinstance(parent, CommentedMap) and key in parent) or (
-            isinstance(parent, CommentedSeq) and isinstance(key, int) and 0 <= key < len(parent))
-        if not ok:
-            raise PermanentError(f"{where}: parent {_fmt_path(edit.path[:i + 1])} is missing", source=edit.file)
+        if not has_key(parent, key):
+            raise PermanentError(f"{where}: parent {format_path(edit.path[:i + 1])} is missing", source=edit.file)
         parent = parent[key]
     key = edit.path[-1]
     lines = _lines(text)
-    if isinstance(parent, CommentedMap) and key in parent or (
-            isinstance(parent, CommentedSeq) and isinstance(key, int) and 0 <= key < len(parent)):
+    if has_key(parent, key):
         if isinstance(parent[key], CommentedMap | CommentedSeq):
             raise PermanentError(f"{where}: is a collection, not a scalar", source=edit.file)
-        row, col = parent.lc.value(key) if isinstance(parent, CommentedMap) else parent.lc.item(key)
-        flow = parent.fa.flow_style()
-        line = lines[row]
-        if line[col:col + 1] in ("&", "*", "!", "|", ">"):
-            raise PermanentError(f"{where}: anchors, aliases, tags and block scalars are not edited", source=edit.file)
-        end = _token_end(line, col, flow)
-        if end < 0:
-            raise PermanentError(f"{where}: multi-line quoted scalar is not edited", source=edit.file)
-        style = line[col] if line[col:col + 1] in ("'", '"') else ""
-        new_text, _ = _render(edit.new, style, flow)
-        lines[row] = line[:col] + new_text + line[end:]
+        replace_scalar(lines, parent, key, edit.new, where, source=edit.file)
     elif isinstance(parent, CommentedMap) and isinstance(key, str):
         lines = _insert_key(lines, parent, key, edit.new, where, edit.file)
     else:
@@ -237,7 +277,7 @@ def _insert_key(lines: list[str], parent: CommentedMap, key: str, value: Any, wh
     key_text = key if _plain_ok(key, flow) else _dq(key)
     if flow:  # {a: 1} -> {key: v, a: 1}: one line changes
         row, col = parent.lc.key(next(iter(parent)))
-        lines[row] = lines[row][:col] + f"{key_text}: {_render(value, '', True)[0]}, " + lines[row][col:]
+        lines[row] = lines[row][:col] + f"{key_text}: {render_scalar(value, '', True)[0]}, " + lines[row][col:]
         return lines
     last_row, col = parent.lc.key(list(parent)[-1])
     end = last_row
@@ -252,7 +292,7 @@ def _insert_key(lines: list[str], parent: CommentedMap, key: str, value: Any, wh
     nl = "\r\n" if lines[end].endswith("\r\n") else "\n"
     if not lines[end].endswith("\n"):
         lines[end] += nl
-    lines.insert(end + 1, " " * col + f"{key_text}: {_render(value, '', False)[0]}{nl}")
+    lines.insert(end + 1, " " * col + f"{key_text}: {render_scalar(value, '', False)[0]}{nl}")
     return lines
 
 
@@ -263,14 +303,11 @@ def apply_edits(text: str, edits: Sequence[FieldEdit]) -> str:
     missing, or when the result would not read back as the requested value."""
     for edit in edits:
         text = _apply_one(text, edit)
-        where = f"{edit.file} {edit.doc_kind}/{edit.doc_name} {_fmt_path(edit.path)}"
+        where = f"{edit.file} {edit.doc_kind}/{edit.doc_name} {format_path(edit.path)}"
         try:
             got = get_value(text, doc_kind=edit.doc_kind, doc_name=edit.doc_name, path=edit.path)
         except PermanentError as exc:
             raise PermanentError(f"{where}: edit would break the file: {exc}", source=edit.file) from None
-        want = edit.new
-        if isinstance(got, str) and not isinstance(want, str | bool) and want is not None:
-            want = str(want)  # the field was quoted: it stays a string
-        if got != want or type(got) is not type(want):
+        if not reads_back_as(got, edit.new):
             raise PermanentError(f"{where}: wrote {edit.new!r} but it reads back as {got!r}", source=edit.file)
     return text

@@ -17,8 +17,9 @@ import pytest
 from memory.records import PullRequest, branch_name
 from tests.fakes.githost import FakeGitHub, FakeGitLab
 from tools.errors import PermanentError, TemporaryError
-from tools.providers.github import GitHubProvider, HostedProvider
+from tools.providers.github import GitHubProvider
 from tools.providers.gitlab import GitLabProvider
+from tools.providers.hosted import HostedProvider
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """PullRequests provider for GitLab merge requests (python-gitlab, REST v4).
 
-Same behaviour as the GitHub provider (see ``tools.providers.github.HostedProvider``): git
+Same behaviour as the GitHub provider (see ``tools.providers.hosted.HostedProvider``): git
 through ``LocalProvider``, one open MR per source branch, looked up before it is created
 (a "409 Another open merge request already exists" is resolved by looking it up), retries
 with backoff on 5xx / 429 (``Retry-After``) / connection errors, ``PermanentError`` with
@@ -22,7 +22,7 @@ import requests
 from gitlab.exceptions import GitlabError
 
 from tools.errors import PermanentError
-from tools.providers.github import Failure, HostedPR, HostedProvider
+from tools.providers.hosted import Failure, HostedPR, HostedProvider
 
 
 class GitLabProvider(HostedProvider):

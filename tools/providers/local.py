@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from gitdb import IStream
 
@@ -21,6 +22,8 @@ from tools.results import PublishResult
 
 
 class LocalProvider:
+    """PullRequests adapter for a plain git remote: a PR is a branch."""
+
     def __init__(self, *, remote: str, base: str, workdir: Path, author_name: str = "remediator",
                  author_email: str = "remediator@localhost", timeout_s: float = 60) -> None:
         self.git = GitClone(remote=remote, workdir=workdir, author_name=author_name,
@@ -92,7 +95,7 @@ class LocalProvider:
             head_sha = self.git.run("commit-tree", tree, "-p", base_sha, "-m", message)
             self._push(f"{head_sha}:refs/heads/{branch}", branch, head or "")
             pushed = True
-        fields = {
+        fields: dict[str, Any] = {
             "branch": branch, "base": self.base, "title": title, "body": body, "url": self._url(branch),
             "files": tuple(sorted(files)), "incident_ids": tuple(dict.fromkeys(incident_ids)),
             "labels": tuple(dict.fromkeys(labels)), "status": "open", "head_sha": head_sha,
@@ -149,6 +152,10 @@ class LocalProvider:
                      action=f"pushing branch {self.base}")
         self._push(f":refs/heads/{pr.branch}", pr.branch, head)
         return pr.model_copy(update={"status": "merged", "updated_at": utcnow()})
+
+    def reviews(self, *, pr: PullRequest) -> list[tuple[str, str]]:
+        """A plain git remote has no reviews."""
+        return []
 
     def close(self, *, pr: PullRequest, comment: str) -> PullRequest:
         self.git.fetch()

@@ -1,0 +1,318 @@
+"""Patch replay: what one level of kustomize options (a kustomization file, a component, an Argo CD
+/ Flux object's own options) does to one field of one object, in kustomize's transformer order.
+
+``run_level`` returns every place in that level that sets the field (``Setter``: a strategic-merge
+patch file or inline patch, a JSON6902 op, a ``replicas`` entry) and updates the object's
+``State`` (namespace, name prefix/suffix, labels, annotations) that later patch targets match.
+Anything that could change the field in a way not followed raises ``Unsupported``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tools.kustomize.tree import Path, Tree, Unsupported, as_map, doc_selector, entries, join_path, name_of
+from tools.yamledit import format_path
+
+__all__ = ["Level", "Setter", "State", "run_level"]
+
+_REPLICA_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
+
+
+@dataclass(frozen=True)
+class Level:
+    """One set of kustomize options: a kustomization file, a component, or a deployer's options."""
+
+    file: str
+    doc_kind: str
+    doc_name: str
+    prefix: Path
+    body: Mapping[str, Any]
+    folder: str
+    label: str
+
+
+@dataclass
+class State:
+    """What patch targets are matched against, as the levels rename / relabel the object."""
+
+    kind: str
+    api_version: str
+    names: set[str]
+    namespaces: set[str]
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Setter:
+    """A place that sets the field (file, document, path in it), the value it sets, and how, for notes."""
+
+    file: str
+    doc_kind: str
+    doc_name: str
+    path: Path
+    value: Any
+    how: str
+
+    @property
+    def key(self) -> tuple[str, str, str, Path]:
+        return (self.file, self.doc_kind, self.doc_name, self.path)
+
+
+# --------------------------------------------------------------------------- matching
+
+def _regex_match(pattern: Any, values: Iterable[str]) -> bool:
+    pat = str(pattern)
+    try:
+        rx = re.compile(pat)
+    except re.error:
+        return pat in set(values)
+    return any(rx.fullmatch(v) for v in values)
+
+
+def _selector_ok(expr: Any, have: Mapping[str, str], what: str) -> bool:
+    if not isinstance(expr, str):
+        raise Unsupported(f"{what} {expr!r} is not a string")
+    for part in (p.strip() for p in expr.split(",") if p.strip()):
+        m = re.fullmatch(r"([A-Za-z0-9./_-]+)\s*==?\s*([A-Za-z0-9._-]*)", part)
+        if m is None:
+            raise Unsupported(f"{what} {expr!r}: only k=v selectors are followed")
+        if have.get(m[1]) != m[2]:
+            return False
+    return True
+
+
+def _target_ok(target: Any, st: State, where: str) -> bool:
+    if not isinstance(target, dict):
+        raise Unsupported(f"{where}: target is not a mapping")
+    group, _, version = st.api_version.rpartition("/")
+    checks = [("kind", [st.kind]), ("group", [group]), ("version", [version]), ("name", sorted(st.names)),
+              ("namespace", sorted(st.namespaces))]
+    for key, values in checks:
+        if target.get(key) not in (None, "") and not _regex_match(target[key], values):
+            return False
+    if target.get("labelSelector") and not _selector_ok(target["labelSelector"], st.labels, f"{where}: labelSelector"):
+        return False
+    if target.get("annotationSelector") and not _selector_ok(
+            target["annotationSelector"], st.annotations, f"{where}: annotationSelector"):
+        return False
+    return True
+
+
+def _smp_doc_ok(doc: Mapping[str, Any], st: State) -> bool:
+    meta = as_map(doc.get("metadata"))
+    ns = meta.get("namespace")
+    return doc.get("kind") == st.kind and name_of(doc) in st.names and (ns in (None, "") or ns in st.namespaces)
+
+
+# --------------------------------------------------------------------------- patch semantics
+
+def _smp_lookup(doc: Any, path: Path, where: str) -> tuple[bool, Any]:
+    """(sets, value) of a strategic-merge patch for ``path``; raises when it deletes/replaces it."""
+    node = doc
+    for i, key in enumerate(path):
+        if not isinstance(node, dict):
+            raise Unsupported(f"{where}: {format_path(path[:i])} is not a mapping in the patch")
+        for directive in ("$patch", "$retainKeys"):
+            if directive in node:
+                raise Unsupported(f"{where}: {directive} at {format_path(path[:i]) or 'the document'} is not followed")
+        if key not in node:
+            return False, None
+        v = node[key]
+        if v is None:
+            raise Unsupported(f"{where}: the patch deletes {format_path(path[:i + 1])}")
+        if i == len(path) - 1:
+            if isinstance(v, dict | list):
+                raise Unsupported(f"{where}: the patch sets {format_path(path)} to a collection")
+            return True, v
+        if isinstance(v, list):
+            raise Unsupported(f"{where}: the patch merges the list {format_path(path[:i + 1])} on the field's path")
+        node = v
+    return False, None
+
+
+def _pointer(p: Any, where: str) -> list[str]:
+    if not isinstance(p, str) or (p and not p.startswith("/")):
+        raise Unsupported(f"{where}: JSON pointer {p!r} is not followed")
+    return [s.replace("~1", "/").replace("~0", "~") for s in p.split("/")[1:]] if p else []
+
+
+def _json6902(ops: Any, path: Path, where: str) -> tuple[Path, Any] | None:
+    """(path inside the ops list, value) of the last op that sets ``path``; None when none does."""
+    if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
+        raise Unsupported(f"{where}: a JSON6902 patch must be a list of operations")
+    q = [str(k) for k in path]
+    found: tuple[Path, Any] | None = None
+    for j, op in enumerate(ops):
+        name, p = op.get("op"), _pointer(op.get("path"), where)
+        if name == "test":
+            continue
+        if name in ("move",) and "from" in op:
+            frm = _pointer(op.get("from"), where)
+            if q[:len(frm)] == frm:
+                raise Unsupported(f"{where}: op {j} moves {format_path(path)} away")
+        if p == q or (len(p) < len(q) and q[:len(p)] == p):
+            if name not in ("add", "replace"):
+                raise Unsupported(f"{where}: op {j} ({name} {op.get('path')}) changes {format_path(path)} in a way not followed")
+            if "value" not in op:
+                raise Unsupported(f"{where}: op {j} has no value")
+            node, rel = op["value"], []
+            for seg in path[len(p):]:
+                if isinstance(node, dict) and seg in node:
+                    node = node[seg]
+                elif isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node):
+                    node = node[seg]
+                else:
+                    raise Unsupported(f"{where}: op {j} replaces {op.get('path')} without {format_path(path)}")
+                rel.append(seg)
+            if isinstance(node, dict | list) or node is None:
+                raise Unsupported(f"{where}: op {j} sets {format_path(path)} to {node!r}, not a scalar")
+            found = ((j, "value", *rel), node)
+        elif len(q) < len(p) and p[:len(q)] == q:
+            raise Unsupported(f"{where}: op {j} writes below {format_path(path)}")
+        elif name == "add" and p and (p[-1] == "-" or p[-1].isdigit()) and q[:len(p) - 1] == p[:-1]:
+            raise Unsupported(f"{where}: op {j} inserts into a list on the field's path")
+    return found
+
+
+def _parse_inline(text: Any, where: str) -> Any:
+    if not isinstance(text, str):
+        raise Unsupported(f"{where}: the inline patch is not a string")
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise Unsupported(f"{where}: the inline patch does not parse: {str(exc).splitlines()[0]}") from None
+    if len(docs) != 1:
+        raise Unsupported(f"{where}: an inline patch with {len(docs)} documents is not followed")
+    return docs[0]
+
+
+def _apply_patch(tree: Tree, lv: Level, st: State, path: Path, *, content: Any, inline_at: Path | None,
+                 patch_file: str | None, target: Any, where: str) -> list[Setter]:
+    """Setters of one patch entry (inline at ``lv.prefix + inline_at``, or the file ``patch_file``)."""
+    if target is not None and not _target_ok(target, st, where):
+        return []
+    units: list[tuple[Any, str, str, str, Path]] = []  # (content, file, kind, name, prefix)
+    if patch_file is not None:
+        docs = tree.docs(patch_file)
+        for i, d in enumerate(docs):
+            if d is None:
+                continue
+            kind, name = doc_selector(docs, i, patch_file)
+            units.append((d, patch_file, kind, name, ()))
+    else:
+        assert inline_at is not None
+        units.append((content, lv.file, lv.doc_kind, lv.doc_name, (*lv.prefix, *inline_at)))
+    out: list[Setter] = []
+    for body, file, kind, name, pre in units:
+        if isinstance(body, list):
+            if target is None:
+                raise Unsupported(f"{where}: a JSON6902 patch without a target")
+            hit = _json6902(body, path, where)
+            if hit is not None:
+                out.append(Setter(file, kind, name, (*pre, *hit[0]), hit[1], f"JSON6902 patch ({where})"))
+        elif isinstance(body, dict):
+            if target is None and not _smp_doc_ok(body, st):
+                continue
+            sets, value = _smp_lookup(body, path, where)
+            if sets:
+                out.append(Setter(file, kind, name, (*pre, *path), value, f"strategic-merge patch ({where})"))
+        else:
+            raise Unsupported(f"{where}: a patch that is neither a mapping nor a list of operations")
+    return out
+
+
+def _patch_file_or_inline(tree: Tree, lv: Level, entry: str) -> str | None:
+    p = join_path(lv.folder, entry)
+    if p in tree.files:
+        return p
+    if "\n" in entry or ":" in entry:
+        return None  # inline YAML
+    raise Unsupported(f"{lv.label}: patch file {p} is not in the repository")
+
+
+def run_level(tree: Tree, lv: Level, st: State, path: Path) -> list[Setter]:
+    """Setters of ``path`` in one level, in kustomize's transformer order; updates ``st``."""
+    b, out = lv.body, []
+    if b.get("transformers"):
+        raise Unsupported(f"{lv.label}: custom `transformers` are not followed")
+    for i, e in enumerate(entries(b, "patchesStrategicMerge")):
+        where = f"{lv.label} patchesStrategicMerge[{i}]"
+        if not isinstance(e, str):
+            raise Unsupported(f"{where}: not a string")
+        pf = _patch_file_or_inline(tree, lv, e)
+        out += _apply_patch(tree, lv, st, path, content=None if pf else _parse_inline(e, where),
+                            inline_at=None if pf else ("patchesStrategicMerge", i), patch_file=pf, target=None,
+                            where=where)
+    for i, e in enumerate(entries(b, "patches")):
+        where = f"{lv.label} patches[{i}]"
+        out += _entry_patch(tree, lv, st, path, e, "patches", i, where)
+    ns = b.get("namespace")
+    if isinstance(ns, str) and ns:
+        st.namespaces.add(ns)
+    pre, suf = b.get("namePrefix") or "", b.get("nameSuffix") or ""
+    if pre or suf:
+        st.name = f"{pre}{st.name}{suf}"
+        st.names.add(st.name)
+    for key in ("commonLabels",):
+        if isinstance(b.get(key), dict):
+            st.labels.update({str(k): str(v) for k, v in b[key].items()})
+    for lab in entries(b, "labels"):
+        if isinstance(lab, dict) and isinstance(lab.get("pairs"), dict):
+            st.labels.update({str(k): str(v) for k, v in lab["pairs"].items()})
+    if isinstance(b.get("commonAnnotations"), dict):
+        st.annotations.update({str(k): str(v) for k, v in b["commonAnnotations"].items()})
+    for i, e in enumerate(entries(b, "patchesJson6902")):
+        where = f"{lv.label} patchesJson6902[{i}]"
+        out += _entry_patch(tree, lv, st, path, e, "patchesJson6902", i, where)
+    for i, e in enumerate(entries(b, "replicas")):
+        if isinstance(e, dict) and e.get("name") in st.names and path == ("spec", "replicas"):
+            if st.kind not in _REPLICA_KINDS:
+                raise Unsupported(f"{lv.label} replicas[{i}] names {e.get('name')}, a {st.kind}: not followed")
+            if not isinstance(e.get("count"), int):
+                raise Unsupported(f"{lv.label} replicas[{i}]: count is not an integer")
+            out.append(Setter(lv.file, lv.doc_kind, lv.doc_name, (*lv.prefix, "replicas", i, "count"), e["count"],
+                              f"replicas[{i}] of {lv.label}"))
+    if entries(b, "images") and path and path[-1] == "image":
+        raise Unsupported(f"{lv.label}: `images` may rewrite {format_path(path)}; not followed")
+    for i, r in enumerate(entries(b, "replacements")):
+        if not isinstance(r, dict) or "path" in r:
+            raise Unsupported(f"{lv.label} replacements[{i}]: replacements from a file are not followed")
+        for t in r.get("targets") or []:
+            sel = t.get("select") if isinstance(t, dict) else None
+            if isinstance(sel, dict) and sel.get("kind") not in (None, st.kind):
+                continue
+            fps = t.get("fieldPaths") if isinstance(t, dict) else None
+            if not isinstance(fps, list) or any(
+                    not isinstance(fp, str) or "*" in fp or "[" in fp or fp == format_path(path)
+                    or format_path(path).startswith(fp + ".") for fp in fps):
+                raise Unsupported(f"{lv.label} replacements[{i}] may write {format_path(path)}; not followed")
+    return out
+
+
+def _entry_patch(tree: Tree, lv: Level, st: State, path: Path, e: Any, key: str, i: int,
+                 where: str) -> list[Setter]:
+    if not isinstance(e, dict):
+        raise Unsupported(f"{where}: not a mapping")
+    if e.get("options"):
+        raise Unsupported(f"{where}: patch options are not followed")
+    target = e.get("target")
+    if key == "patchesJson6902" and target is None:
+        raise Unsupported(f"{where}: no target")
+    if isinstance(e.get("path"), str):
+        pf = join_path(lv.folder, e["path"])
+        if pf not in tree.files:
+            raise Unsupported(f"{where}: patch file {pf} is not in the repository")
+        return _apply_patch(tree, lv, st, path, content=None, inline_at=None, patch_file=pf, target=target,
+                            where=f"{where} {pf}")
+    if "patch" in e:
+        return _apply_patch(tree, lv, st, path, content=_parse_inline(e["patch"], where), inline_at=(key, i, "patch"),
+                            patch_file=None, target=target, where=where)
+    raise Unsupported(f"{where}: neither `path` nor `patch`")

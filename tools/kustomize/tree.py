@@ -1,0 +1,96 @@
+"""The repository as kustomize sees it: file texts parsed on demand, and the path and naming
+helpers that discovery (``deployers``), patch replay (``patches``), resolution (``resolve``)
+share. Pure: no git, no I/O. ``Unsupported`` is raised on the way for anything not followed.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from tools.yamledit import metadata_name
+
+__all__ = ["KUSTOMIZATION_FILES", "Path", "Tree", "Unsupported", "as_map", "doc_selector", "entries", "is_remote",
+           "join_path", "name_of", "norm_dir", "norm_file"]
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+Path = tuple[str | int, ...]
+
+
+class Unsupported(Exception):
+    """A construct on the route that is not followed: the caller must not guess."""
+
+
+class Tree:
+    """The repository's files (repo-relative path -> text), each parsed once, on first use."""
+
+    def __init__(self, files: Mapping[str, str]) -> None:
+        self.files = {norm_file(k): v for k, v in files.items()}
+        self._docs: dict[str, list[Any]] = {}
+
+    def docs(self, path: str) -> list[Any]:
+        if path not in self._docs:
+            text = self.files.get(path)
+            if text is None:
+                raise Unsupported(f"{path} is referenced but not in the repository")
+            try:
+                docs = [d for d in yaml.safe_load_all(text)]
+            except yaml.YAMLError as exc:
+                raise Unsupported(f"{path} does not parse: {str(exc).splitlines()[0]}") from None
+            self._docs[path] = docs
+        return self._docs[path]
+
+    def kustomization(self, folder: str) -> str | None:
+        for name in KUSTOMIZATION_FILES:
+            p = join_path(folder, name)
+            if p in self.files:
+                return p
+        return None
+
+
+def norm_file(p: str) -> str:
+    return posixpath.normpath(p.lstrip("/"))
+
+
+def join_path(folder: str, rel: str) -> str:
+    p = posixpath.normpath(posixpath.join(folder, rel)) if folder else posixpath.normpath(rel)
+    return "" if p == "." else p
+
+
+def norm_dir(p: str) -> str:
+    p = posixpath.normpath(p.strip().lstrip("/")) if p.strip() not in ("", ".", "./", "/") else ""
+    return "" if p == "." else p
+
+
+def as_map(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def name_of(doc: Any) -> str:
+    """``metadata.name`` of a parsed document; "" when it has none or it is not a string."""
+    name = metadata_name(doc)
+    return name if isinstance(name, str) else ""
+
+
+def doc_selector(docs: list[Any], index: int, path: str) -> tuple[str, str]:
+    """(doc_kind, doc_name) that names document ``index`` of a file uniquely (``("", "")``: the only one)."""
+    doc = docs[index]
+    kind = str(doc.get("kind") or "") if isinstance(doc, dict) else ""
+    sel = (kind, name_of(doc)) if kind else ("", "")
+    same = [i for i, d in enumerate(docs) if d is not None and (
+        (not sel[0]) or (isinstance(d, dict) and str(d.get("kind") or "") == sel[0] and name_of(d) == sel[1]))]
+    if same != [index]:
+        raise Unsupported(f"{path}: document {index} cannot be told apart from the other documents of the file")
+    return sel
+
+
+def is_remote(entry: str) -> bool:
+    return "://" in entry or entry.startswith(("git@", "github.com/", "gitlab.com/", "bitbucket.org/"))
+
+
+def entries(body: Mapping[str, Any], key: str) -> list[Any]:
+    v = body.get(key)
+    return v if isinstance(v, list) else []
