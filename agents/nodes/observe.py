@@ -48,8 +48,8 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
             events, new_cursor = deps.auditlog.read(cursor=cursor, since=since)
         except ToolError as e:
             errors.append(err("observe", "auditlog", str(e)))
-        for p in deps.auditlog.last_problems:
-            errors.append(err("observe", "auditlog", str(p)))
+        for problem in deps.auditlog.last_problems:
+            errors.append(err("observe", "auditlog", problem))
     # events after the cycle's evaluation time belong to the next cycle
     events = [e for e in events if e.at <= now]
 

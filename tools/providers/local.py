@@ -126,10 +126,6 @@ class LocalProvider:
             return pr
         return pr.model_copy(update={"status": status, "head_sha": head or pr.head_sha, "updated_at": utcnow()})
 
-    def reviews(self, *, pr: PullRequest) -> list[tuple[str, str]]:
-        """A local bare remote has no reviews."""
-        return []
-
     def merge(self, *, pr: PullRequest) -> PullRequest:
         self.git.fetch()
         head = self.git.sha(f"refs/remotes/origin/{pr.branch}")
