@@ -74,7 +74,7 @@ def build_provider(settings: Settings) -> PullRequests:
             from tools.providers.github import GitHubProvider  # the host's client only where it is configured
 
             return GitHubProvider(**hosted)
-        from tools.providers.gitlab import GitLabProvider
+        from tools.providers.gitlab import GitLabProvider  # the host's client only where it is configured
 
         return GitLabProvider(**hosted)
     except PermanentError as e:

@@ -55,6 +55,10 @@ model); ``lengths[s]`` = number of leading valid columns of row s (the rest is p
 ``counters`` marks monotone counter series, turned into per-step increases with resets
 handled (a drop means the counter restarted from 0). Scale and shift of a series do not
 change its scores (up to float rounding). Hyperparameters are fixed here, not per series.
+
+Why one module over ~450 lines: the block precompute and the step recurrence read the same
+ring buffers, constants and state layout, and the NAB result files are checked byte-equal after
+each change; splitting them would put one numerical method's invariants in two places.
 """
 
 from __future__ import annotations
