@@ -263,7 +263,7 @@ def _metrics_text(store: Store, outcomes: Mapping[str, int],
                 sl.add_metric([outcome], n)
             yield sl
             # the agent's own FinOps: LLM tokens, cost, budget, fallbacks this month
-            from agents.planners.llm import KVUsageLedger, llm_metric_families
+            from agents.planners.ledger import KVUsageLedger, llm_metric_families
 
             month = datetime.now(UTC).strftime("%Y-%m")
             yield from llm_metric_families(KVUsageLedger(store.get_kv, store.set_kv), month=month,
