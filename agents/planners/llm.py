@@ -35,7 +35,7 @@ from agents.planners.ledger import KVUsageLedger, UsageLedger
 from agents.planners.prompting import audit_source, cite_evidence, compact_evidence, fence, neutralise
 from agents.planners.schema import PARAM_FIELDS, PlanProposal
 from agents.planners.tools import PlannerTools
-from agents.workloads import Workload, select_workloads
+from agents.workloads import Workload, incident_scope
 from memory.records import FieldEdit, Incident, RemediationPlan
 from tools.errors import ToolError
 from tools.llm import (
@@ -275,11 +275,7 @@ class LLMPlanner:
     @staticmethod
     def scope(incident: Incident, ctx: PlanContext) -> list[Workload]:
         """The workloads this incident may change: its own service, or those its budget selects."""
-        if incident.kind == "budget_breach":
-            budget = next((b for b in ctx.budgets if b.get("name") == incident.evidence.get("budget")), None)
-            return select_workloads(budget, ctx.workloads) if budget is not None else []
-        w = ctx.workloads.get(incident.service)
-        return [w] if w is not None else []
+        return incident_scope(incident, ctx.budgets, ctx.workloads)
 
     def _to_plan(self, incident: Incident, ctx: PlanContext, p: PlanProposal) -> RemediationPlan:
         name = p.playbook.strip()
