@@ -12,7 +12,8 @@ from typing import TypedDict
 from agents.checkpoint import open_checkpointer
 from agents.config import ConfigError, Settings, read_secret
 from agents.deps import Checkpointer, Deps, log_progress
-from agents.planners.llm import KVUsageLedger, LLMPlanner
+from agents.planners.ledger import KVUsageLedger
+from agents.planners.llm import LLMPlanner
 from memory.store import Store
 from playbooks.loader import load_playbooks
 from tools.auditlog import JsonLinesAuditLog

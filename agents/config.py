@@ -60,13 +60,13 @@ class Section(BaseModel):
 
 
 class PrometheusSettings(Section):
-    url: str = Field("http://127.0.0.1:9090", description="Prometheus base URL")
-    timeout_s: float = Field(30, gt=0, le=600, description="per-query timeout")
-    scrape_interval: timedelta = Field(timedelta(seconds=60), description="rate windows are at least 4x this")
-    retries: int = Field(3, ge=0, le=10)
+    url: str = Field(default="http://127.0.0.1:9090", description="Prometheus base URL")
+    timeout_s: float = Field(default=30, gt=0, le=600, description="per-query timeout")
+    scrape_interval: timedelta = Field(default=timedelta(seconds=60), description="rate windows are at least 4x this")
+    retries: int = Field(default=3, ge=0, le=10)
     queries: dict[str, str] = Field(default_factory=dict, description="override default PromQL per signal")
-    replay_file: Path | None = Field(None, description="read an OpenMetrics file instead of Prometheus (demo, tests)")
-    replay_ends_now: bool = Field(False, description="shift the replayed samples so the last one is the cycle's start")
+    replay_file: Path | None = Field(default=None, description="read an OpenMetrics file instead of Prometheus (demo, tests)")
+    replay_ends_now: bool = Field(default=False, description="shift the replayed samples so the last one is the cycle's start")
 
     _dur = field_validator("scrape_interval", mode="before")(lambda v: parse_duration(v))
     _url = field_validator("url")(lambda v: http_url(v))
@@ -74,18 +74,18 @@ class PrometheusSettings(Section):
 
 class GitOpsSettings(Section):
     remote: str = Field(..., description="URL or path of the GitOps repository")
-    branch: str = Field("main", min_length=1)
+    branch: str = Field(default="main", min_length=1)
     provider: Literal["local", "github", "gitlab"] = "local"
-    workdir: Path | None = Field(None, description="where clones live; default beside the state DB")
-    author: str = Field("remediator <remediator@localhost>", description="commit identity of the bot")
+    workdir: Path | None = Field(default=None, description="where clones live; default beside the state DB")
+    author: str = Field(default="remediator <remediator@localhost>", description="commit identity of the bot")
     policies_dir: str = "policies"
-    repository: str | None = Field(None, description="github: owner/name; gitlab: group/project (path or numeric id)")
-    api_url: str | None = Field(None, description="API base URL (GitHub Enterprise / self-hosted GitLab); default public")
+    repository: str | None = Field(default=None, description="github: owner/name; gitlab: group/project (path or numeric id)")
+    api_url: str | None = Field(default=None, description="API base URL (GitHub Enterprise / self-hosted GitLab); default public")
     merge_method: Literal["merge", "squash", "rebase", "label"] = Field(
-        "merge", description="how an approval lands: merge through the provider, or add the approval label")
+        default="merge", description="how an approval lands: merge through the provider, or add the approval label")
     approval_label: str = "remediator-approved"
-    token_file: Path | None = Field(None, description="file holding the provider token (github/gitlab)")
-    token: SecretStr | None = Field(None, description="provider token; env REMEDIATOR_GITOPS__TOKEN only")
+    token_file: Path | None = Field(default=None, description="file holding the provider token (github/gitlab)")
+    token: SecretStr | None = Field(default=None, description="provider token; env REMEDIATOR_GITOPS__TOKEN only")
 
     _url = field_validator("api_url")(lambda v: http_url(v))
 
@@ -101,13 +101,13 @@ class GitOpsSettings(Section):
 
 class AuditLogSettings(Section):
     paths: list[Path] = Field(default_factory=list)
-    initial_lookback: timedelta = Field(timedelta(hours=1), description="what the first run reads")
+    initial_lookback: timedelta = Field(default=timedelta(hours=1), description="what the first run reads")
 
     _dur = field_validator("initial_lookback", mode="before")(lambda v: parse_duration(v))
 
 
 class MemorySettings(Section):
-    url: str = Field("sqlite:////var/lib/remediator/state.db", description="sqlite:////abs/path or postgresql://...")
+    url: str = Field(default="sqlite:////var/lib/remediator/state.db", description="sqlite:////abs/path or postgresql://...")
 
     @field_validator("url")
     @classmethod
@@ -127,15 +127,15 @@ class LLMSettings(Section):
     provider: Literal["none", "openai"] = "none"
     base_url: str | None = None
     model: str | None = None
-    timeout_s: float = Field(30, gt=0, le=600)
-    max_tokens: int = Field(1024, ge=16, le=32768)
-    api_key: SecretStr | None = Field(None, description="env REMEDIATOR_LLM__API_KEY only")
+    timeout_s: float = Field(default=30, gt=0, le=600)
+    max_tokens: int = Field(default=1024, ge=16, le=32768)
+    api_key: SecretStr | None = Field(default=None, description="env REMEDIATOR_LLM__API_KEY only")
     api_key_file: Path | None = None
-    structured: Literal["json_schema", "tool"] = Field("json_schema", description="how the answer's schema is asked for")
-    budget_tokens_per_incident: int = Field(8000, ge=256, le=1_000_000)
-    price_per_1k_prompt_tokens: float = Field(0.0, ge=0, description="USD, for the agent's own FinOps")
-    price_per_1k_completion_tokens: float | None = Field(None, ge=0, description="USD; default = the prompt price")
-    monthly_budget_usd: float | None = Field(None, ge=0, description="past it the deterministic planner decides")
+    structured: Literal["json_schema", "tool"] = Field(default="json_schema", description="how the answer's schema is asked for")
+    budget_tokens_per_incident: int = Field(default=8000, ge=256, le=1_000_000)
+    price_per_1k_prompt_tokens: float = Field(default=0.0, ge=0, description="USD, for the agent's own FinOps")
+    price_per_1k_completion_tokens: float | None = Field(default=None, ge=0, description="USD; default = the prompt price")
+    monthly_budget_usd: float | None = Field(default=None, ge=0, description="past it the deterministic planner decides")
 
     _url = field_validator("base_url")(lambda v: http_url(v))
 
@@ -143,18 +143,18 @@ class LLMSettings(Section):
 class SlackSettings(Section):
     enabled: bool = False
     channel: str = "#remediator"
-    bot_token: SecretStr | None = Field(None, description="env REMEDIATOR_SLACK__BOT_TOKEN only")
+    bot_token: SecretStr | None = Field(default=None, description="env REMEDIATOR_SLACK__BOT_TOKEN only")
     bot_token_file: Path | None = None
-    signing_secret: SecretStr | None = Field(None, description="env REMEDIATOR_SLACK__SIGNING_SECRET only")
+    signing_secret: SecretStr | None = Field(default=None, description="env REMEDIATOR_SLACK__SIGNING_SECRET only")
     signing_secret_file: Path | None = None
     approvers: list[str] = Field(default_factory=list)
-    api_url: str | None = Field(None, description="Slack Web API base URL (proxy / Enterprise Grid); default Slack's")
+    api_url: str | None = Field(default=None, description="Slack Web API base URL (proxy / Enterprise Grid); default Slack's")
 
     _url = field_validator("api_url")(lambda v: http_url(v))
 
 
 class SchedulerSettings(Section):
-    interval: timedelta = Field(timedelta(minutes=5), description="time between cycle starts")
+    interval: timedelta = Field(default=timedelta(minutes=5), description="time between cycle starts")
 
     _dur = field_validator("interval", mode="before")(lambda v: parse_duration(v))
 
@@ -167,20 +167,20 @@ class SchedulerSettings(Section):
 
 
 class DetectionSettings(Section):
-    min_duration: timedelta = Field(timedelta(minutes=15), description="shorter cost excursions are noise")
-    history: timedelta = Field(timedelta(days=7), description="how much metric history a cycle reads")
-    cost_min_ratio: float = Field(1.3, gt=1.0, le=100, description="cost must exceed its baseline by this factor")
-    cost_z: float = Field(4.0, gt=0, le=100, description="and by this many robust standard deviations")
-    drift_min_samples: int = Field(200, ge=1, description="predictions needed on each side before drift is judged")
-    fairness_min_group: int = Field(100, ge=1, description="outcomes needed per group")
+    min_duration: timedelta = Field(default=timedelta(minutes=15), description="shorter cost excursions are noise")
+    history: timedelta = Field(default=timedelta(days=7), description="how much metric history a cycle reads")
+    cost_min_ratio: float = Field(default=1.3, gt=1.0, le=100, description="cost must exceed its baseline by this factor")
+    cost_z: float = Field(default=4.0, gt=0, le=100, description="and by this many robust standard deviations")
+    drift_min_samples: int = Field(default=200, ge=1, description="predictions needed on each side before drift is judged")
+    fairness_min_group: int = Field(default=100, ge=1, description="outcomes needed per group")
 
     _dur = field_validator("min_duration", "history", mode="before")(lambda v: parse_duration(v))
 
 
 class VerifySettings(Section):
-    grace: timedelta = Field(timedelta(minutes=15), description="time after a merge for Argo CD / Flux to apply it")
-    failed_checks: int = Field(3, ge=1, le=100, description="cycles still firing after the grace before a revert PR")
-    worse_factor: float = Field(1.1, gt=1.0, le=10, description="signal this much worse than at approval: revert at once")
+    grace: timedelta = Field(default=timedelta(minutes=15), description="time after a merge for Argo CD / Flux to apply it")
+    failed_checks: int = Field(default=3, ge=1, le=100, description="cycles still firing after the grace before a revert PR")
+    worse_factor: float = Field(default=1.1, gt=1.0, le=10, description="signal this much worse than at approval: revert at once")
 
     _dur = field_validator("grace", mode="before")(lambda v: parse_duration(v))
 

@@ -17,6 +17,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agents.config import Settings
 from agents.planners.deterministic import PlanContext
+from agents.planners.tools import PlannerTools
 from agents.state import CycleState, ViewCache
 from memory.records import Incident, RemediationPlan
 from memory.store import Store
@@ -27,13 +28,13 @@ from tools.protocols import AuditLog, GitOpsRepo, MetricsSource, Notifier, PullR
 log = logging.getLogger("remediator.cycle")
 T = TypeVar("T")
 
-Checkpointer = BaseCheckpointSaver[Any]
+Checkpointer = BaseCheckpointSaver[str]
 
 
 class Planner(Protocol):
     """An incident -> plan planner (the LLM planner; it falls back to the deterministic one)."""
 
-    def plan(self, incident: Incident, ctx: PlanContext, tools: Any = None) -> RemediationPlan: ...
+    def plan(self, incident: Incident, ctx: PlanContext, tools: PlannerTools | None = None) -> RemediationPlan: ...
 
 
 def log_progress(msg: str) -> None:

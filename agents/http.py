@@ -40,7 +40,7 @@ from agents.approvals import decide
 from agents.compose import build_deps, build_notifier, build_slack_signature
 from agents.config import ConfigError, Settings
 from agents.deps import Deps
-from agents.planners.llm import KVUsageLedger, llm_metric_families
+from agents.planners.ledger import KVUsageLedger, llm_metric_families
 from memory.records import ACTIVE_STATUSES, INCIDENT_KINDS
 from memory.store import Store
 from tools.errors import TemporaryError, ToolError, scrub
@@ -265,8 +265,6 @@ def _metrics_text(store: Store, outcomes: Mapping[str, int],
                 sl.add_metric([outcome], n)
             yield sl
             # the agent's own FinOps: LLM tokens, cost, budget, fallbacks this month
-
-
             month = datetime.now(UTC).strftime("%Y-%m")
             yield from llm_metric_families(KVUsageLedger(store.get_kv, store.set_kv), month=month,
                                            monthly_budget_usd=monthly_budget_usd)

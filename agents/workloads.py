@@ -47,14 +47,14 @@ class Criticality(_G):
 
 
 class Replicas(_G):
-    floor: int = Field(1, ge=0)
-    max_decrease_percent: float = Field(60, ge=0, le=100)
+    floor: int = Field(default=1, ge=0)
+    max_decrease_percent: float = Field(default=60, ge=0, le=100)
 
 
 class Limits(_G):
-    max_open_prs: int = Field(5, ge=0)
-    max_prs_per_hour: int = Field(6, ge=0)
-    max_files_per_pr: int = Field(3, ge=1)
+    max_open_prs: int = Field(default=5, ge=0)
+    max_prs_per_hour: int = Field(default=6, ge=0)
+    max_files_per_pr: int = Field(default=3, ge=1)
     cooldown: str = "6h"
 
     @property
@@ -172,9 +172,9 @@ def build_workloads(manifests: list[ManifestDoc]) -> dict[str, Workload]:
         if m.kind != "HorizontalPodAutoscaler":
             continue
         target = dig(m.body, "spec", "scaleTargetRef", "name") or m.name
-        w = wl.get(f"{m.namespace}/{target}")
-        if w is not None:
-            w.hpa = m
+        scaled = wl.get(f"{m.namespace}/{target}")
+        if scaled is not None:
+            scaled.hpa = m
     return wl
 
 

@@ -15,7 +15,7 @@ from agents.guard import check as guard_check
 from agents.history import plan_context, previous_model, request_history
 from agents.incidents import open_pr_of, same_fingerprint
 from agents.planners.deterministic import plan as deterministic_plan
-from agents.planners.llm import guard_or_fallback
+from agents.planners.fallback import guard_or_fallback
 from agents.state import CycleState
 from agents.workloads import Workload, incident_scope
 from memory.records import Incident, RemediationPlan

@@ -14,7 +14,7 @@ from agents.deps import Deps, audit, now_of
 from agents.history import plan_context
 from agents.incidents import open_pr_of
 from agents.planners.deterministic import plan as deterministic_plan
-from agents.planners.llm import PlannerTools
+from agents.planners.tools import PlannerTools
 from agents.state import CycleState, err
 from tools.errors import ToolError
 from tools.results import SignalResult

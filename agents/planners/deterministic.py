@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agents.workloads import Guardrails, Workload, dig, select_workloads
+from agents.workloads import Guardrails, Workload, dig, find_budget, incident_scope
 from memory.records import FieldEdit, Incident, RemediationPlan
 from playbooks.schema import Playbook
 
@@ -144,7 +144,7 @@ def _plan_rightsize(incident: Incident, ctx: PlanContext, w: Workload) -> Remedi
 
 def _plan_budget(incident: Incident, ctx: PlanContext) -> RemediationPlan:
     ev = incident.evidence
-    budget = next((b for b in ctx.budgets if b.get("name") == ev.get("budget")), None)
+    budget = find_budget(ctx.budgets, ev.get("budget"))
     action = str((budget or {}).get("action", "alert"))
     head = (f"Budget {ev.get('budget')}: projected ${ev.get('projected_monthly_usd')}/month = "
             f"{ev.get('projected_percent')}% of ${ev.get('monthly_usd')} (alert at {ev.get('alert_at_percent')}%).")
@@ -152,7 +152,7 @@ def _plan_budget(incident: Incident, ctx: PlanContext) -> RemediationPlan:
         return notify(incident, head + " The budget's action is alert: notifying.")
     g = ctx.guardrails
     share = {c["workload"]: c.get("usd_per_hour", 0) for c in ev.get("top_contributors", [])}
-    cands = [w for w in select_workloads(budget, ctx.workloads)
+    cands = [w for w in incident_scope(incident, ctx.budgets, ctx.workloads)
              if not w.is_critical(g) and not w.is_protected(g) and w.bounds_doc is not None and w.max_replicas]
     cands.sort(key=lambda w: -float(share.get(w.key, 0.0)))
     if not cands:

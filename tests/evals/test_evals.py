@@ -39,7 +39,10 @@ import yaml
 from agents.guard import GuardContext, check
 from agents.planners.deterministic import PlanContext
 from agents.planners.deterministic import plan as deterministic_plan
-from agents.planners.llm import LLMPlanner, MemoryUsageLedger, PlannerTools, guard_or_fallback
+from agents.planners.fallback import guard_or_fallback
+from agents.planners.ledger import MemoryUsageLedger
+from agents.planners.llm import LLMPlanner
+from agents.planners.tools import PlannerTools
 from agents.workloads import build_workloads, load_guardrails
 from memory.records import Incident, RemediationPlan, fingerprint
 from playbooks.loader import load_playbooks

@@ -16,18 +16,11 @@ from pydantic import BaseModel, ConfigDict
 
 from agents.guard import check
 from agents.planners.deterministic import plan as deterministic_plan
-from agents.planners.llm import (
-    SYSTEM_PROMPT,
-    LLMPlanner,
-    MemoryUsageLedger,
-    PlannerTools,
-    change_points,
-    compact_evidence,
-    fence,
-    guard_or_fallback,
-    llm_metric_families,
-    summarize_points,
-)
+from agents.planners.fallback import guard_or_fallback
+from agents.planners.ledger import MemoryUsageLedger, llm_metric_families
+from agents.planners.llm import SYSTEM_PROMPT, LLMPlanner
+from agents.planners.prompting import change_points, compact_evidence, fence, summarize_points
+from agents.planners.tools import PlannerTools
 from tests.fakes.openai_server import ScriptedOpenAIServer
 from tests.unit.test_guard_planner import ctx_for, incident, mis
 from tools.errors import TemporaryError
