@@ -19,6 +19,7 @@ from playbooks.loader import load_playbooks
 from tools.auditlog import JsonLinesAuditLog
 from tools.errors import PermanentError
 from tools.gitops import GitRepo
+from tools.llm import OpenAIChat  # imports openai itself on first use
 from tools.prometheus import PrometheusSource
 from tools.protocols import MetricsSource, PullRequests
 from tools.providers.local import LocalProvider
@@ -106,8 +107,6 @@ def build_planner(settings: Settings, store: Store) -> LLMPlanner:
     s = settings.llm
     llm = None
     if s.provider == "openai":
-        from tools.llm import OpenAIChat  # openai only where an LLM is configured
-
         llm = OpenAIChat(base_url=s.base_url, model=str(s.model), api_key=read_secret(s.api_key, s.api_key_file) or "none",
                          timeout_s=s.timeout_s, max_tokens=s.max_tokens, structured=s.structured)
     return LLMPlanner(llm, budget_tokens_per_incident=s.budget_tokens_per_incident,

@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from tools.detectors.anomaly import StreamingAnomalyDetector, steps_per_day
+from tools.detectors.cost import seasonal_expected
+
 Series = tuple[np.ndarray, np.ndarray]  # (unix seconds, values)
 DetectorFn = Callable[[list[Series]], list[np.ndarray]]
 
@@ -83,8 +86,6 @@ def grid_slots(ts: np.ndarray) -> np.ndarray:
 
 
 def detect_remediator(series: list[Series]) -> list[np.ndarray]:
-    from tools.detectors.anomaly import StreamingAnomalyDetector, steps_per_day
-
     det = StreamingAnomalyDetector()
     slots = [grid_slots(t) for t, _ in series]
     n = max((int(s[-1]) + 1 for s in slots if s.size), default=0)
@@ -103,9 +104,6 @@ def detect_seasonal(series: list[Series]) -> list[np.ndarray]:
     """The daemon's first cost detector (tools/detectors/cost.py) as a per-point score: expected =
     median of the same time of day on up to 6 previous days (else of the previous day), noise =
     an EWMA of |residual| (causal), score = z / (z + 4) of the upward and downward excursion."""
-    from tools.detectors.anomaly import steps_per_day
-    from tools.detectors.cost import seasonal_expected
-
     out = []
     for t, v in series:
         x = np.where(np.isfinite(v), v, np.nan)
