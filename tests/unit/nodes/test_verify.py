@@ -1,0 +1,98 @@
+"""verify: a merged remediation whose signal still fires after the grace gets a revert PR; inside
+the grace, or with the signal quiet, nothing is published (the provider fake forbids it)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from agents.nodes.verify import verify
+from agents.verify import REVERT_KEY
+from memory.records import (
+    FieldEdit,
+    Finding,
+    Incident,
+    PullRequest,
+    RemediationPlan,
+    fingerprint,
+    revert_branch_name,
+)
+from tests.fakes.cycle import (
+    T0,
+    FakePRs,
+    FakeRepo,
+    cycle_state,
+    make_deps,
+    make_settings,
+    mis,
+    mis_yaml,
+    run,
+    snapshot,
+)
+from tools.results import PublishResult
+
+SERVICE = "ml-serving/image-captioner"
+CAPPED = mis("image-captioner", min_replicas=2, max_replicas=3)   # the merged PR set maxReplicas 6 -> 3
+FIRING = Finding(kind="cost_anomaly", service=SERVICE, severity="warning", summary="cost x2.4",
+                 evidence={"ratio": 2.4}, observed_at=T0).model_dump(mode="json")
+
+
+def seed(deps: Any, merged_ago: timedelta) -> tuple[Incident, PullRequest]:
+    inc = Incident(kind="cost_anomaly", service=SERVICE, severity="warning", status="approved",
+                   fingerprint=fingerprint("cost_anomaly", SERVICE), evidence={"ratio": 2.4},
+                   opened_at=T0 - timedelta(hours=3), updated_at=T0 - merged_ago, last_seen_at=T0)
+    pr = PullRequest(branch="remediator/cost-anomaly/ml-serving-image-captioner-1234", title="Cap maxReplicas",
+                     status="merged", incident_ids=(inc.id,), created_at=T0 - timedelta(hours=2),
+                     updated_at=T0 - merged_ago)
+    deps.store.save_incident(inc)
+    deps.store.save_pr(pr)
+    deps.store.save_plan(RemediationPlan(incident_id=inc.id, playbook="cap_max_replicas", guard_verdict="accepted",
+                                         edits=(FieldEdit(file=CAPPED.file, doc_kind=CAPPED.kind, doc_name=CAPPED.name,
+                                                          path=("spec", "autoscaling", "maxReplicas"), old=6, new=3),)))
+    return inc, pr
+
+
+def settings() -> Any:
+    return make_settings(verify={"grace": "15m", "failed_checks": 1})
+
+
+def verify_actions(deps: Any) -> list[str]:
+    return [e.action for e in deps.store.audit.entries() if e.stage == "verify"]
+
+
+def test_inside_the_grace_nothing_is_judged() -> None:
+    deps = make_deps(settings=settings())
+    seed(deps, merged_ago=timedelta(minutes=5))
+    out = run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[FIRING]), deps)
+    assert out == {"pr_ids": [], "errors": []} and verify_actions(deps) == []
+
+
+def test_a_quiet_signal_after_the_grace_passes() -> None:
+    deps = make_deps(settings=settings())
+    seed(deps, merged_ago=timedelta(hours=1))
+    out = run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[]), deps)
+    assert out == {"pr_ids": [], "errors": []} and verify_actions(deps) == ["passing"]
+
+
+def test_still_firing_after_the_grace_proposes_the_revert() -> None:
+    prs = FakePRs(publish=lambda **kw: PublishResult(pr=PullRequest(branch=kw["branch"], title=kw["title"]), pushed=True))
+    deps = make_deps(settings=settings(), prs=prs, repo=FakeRepo(read_file=mis_yaml(CAPPED)))
+    inc, pr = seed(deps, merged_ago=timedelta(hours=1))
+
+    out = run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[FIRING]), deps)
+
+    [call] = prs.called("publish")
+    assert call["branch"] == revert_branch_name(pr.branch) and tuple(call["labels"]) == ("remediator", "revert")
+    assert "maxReplicas: 6" in call["files"][CAPPED.file]
+    [revert] = [p for p in deps.store.list_prs() if p.id != pr.id]
+    assert out == {"pr_ids": [revert.id], "errors": []}
+    assert deps.store.get_kv(REVERT_KEY.format(inc.id)) == revert.id
+    assert verify_actions(deps) == ["revert", "revert_proposed"]
+    assert deps.store.get_incident(inc.id).status == "approved"  # type: ignore[union-attr]
+
+
+def test_dry_run_judges_but_never_publishes_the_revert() -> None:
+    deps = make_deps(settings=settings(), dry_run=True)   # repo and provider forbidden
+    seed(deps, merged_ago=timedelta(hours=1))
+    out = run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[FIRING]), deps)
+    assert out == {"pr_ids": [], "errors": []} and verify_actions(deps) == ["revert"]
