@@ -160,14 +160,14 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
         hstart = now - s.detection.history - timedelta(days=1)
         prev = previous_model(deps, w)  # one walk of the file's Git history for drift and fairness
         if drift_cfg.get("enabled"):
-            pc = fetch(f"predictions {key}", partial(deps.metrics.prediction_counters, namespace=w.namespace,
-                                                     service=w.name, start=hstart, end=now, step_s=step))
-            if pc is not None and pc.series:
+            counters = _counters(fetch, f"predictions {key}", partial(
+                deps.metrics.prediction_counters, namespace=w.namespace, service=w.name, start=hstart, end=now,
+                step_s=step))
+            if counters:
                 evaluated.add(f"model_drift|{key}")
                 threshold = _cfg_number(drift_cfg, "threshold", "responsibleAI.driftDetection", w.file, errors)
                 f = detect_drift(DriftInput(
-                    service=key, file=w.file, current_version=version,
-                    counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in pc.series],
+                    service=key, file=w.file, current_version=version, counters=counters,
                     threshold=threshold, metric=drift_cfg.get("metric"),
                     baseline_ref=str(drift_cfg.get("baselineModelRef") or "") or None,
                     previous_version=prev["version"] if prev else None,
@@ -176,14 +176,14 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
                 if f is not None:
                     out.append(f)
         if fair_cfg.get("enabled"):
-            oc = fetch(f"outcomes {key}", partial(deps.metrics.outcome_counters, namespace=w.namespace,
-                                                  service=w.name, start=hstart, end=now, step_s=step))
-            if oc is not None and oc.series:
+            counters = _counters(fetch, f"outcomes {key}", partial(
+                deps.metrics.outcome_counters, namespace=w.namespace, service=w.name, start=hstart, end=now,
+                step_s=step))
+            if counters:
                 evaluated.add(f"fairness_violation|{key}")
                 fair_threshold = _cfg_number(fair_cfg, "threshold", "responsibleAI.fairness", w.file, errors)
                 f = detect_fairness(FairnessInput(
-                    service=key, file=w.file, current_version=version,
-                    counters=[CounterSeries(x.labels, x.timestamps, x.values) for x in oc.series],
+                    service=key, file=w.file, current_version=version, counters=counters,
                     attributes=tuple(str(a) for a in fair_cfg.get("protectedAttributes") or ()),
                     threshold=fair_threshold if fair_threshold is not None else 0.05,
                     min_group=s.detection.fairness_min_group, version_set_at=(prev or {}).get("set_at")),
@@ -191,6 +191,12 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
                 if f is not None:
                     out.append(f)
     return out
+
+
+def _counters(fetch: _Fetch, label: str, fn: Callable[[], SignalResult]) -> list[CounterSeries]:
+    """The raw counter series of one query (empty when it failed or has no data)."""
+    res = fetch(label, fn)
+    return [CounterSeries(x.labels, x.timestamps, x.values) for x in res.series] if res is not None else []
 
 
 def _cfg_number(cfg: dict[str, Any], key: str, where: str, file: str, errors: list[dict[str, Any]]) -> float | None:
