@@ -25,6 +25,10 @@ from memory.records import Decision, PullRequest, new_id
 from tools.errors import ToolError
 
 
+class NothingToDecide(Exception):
+    """A decision on an incident that has no pull request (a notify-only outcome): nothing to do."""
+
+
 class ApprovalState(TypedDict, total=False):
     incident_id: str
     decision: dict[str, Any]
@@ -85,6 +89,10 @@ def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: st
     if inc.status in ("resolved", "closed"):
         raise ConfigError(f"incident {inc.id} is already {inc.status} (its PR was closed); nothing to "
                           f"{verdict}")
+    if _pr_of(deps, inc.id) is None:
+        raise NothingToDecide(
+            f"incident {inc.id} ({inc.kind} on {inc.service}, {inc.status}) has no pull request: nothing to "
+            f"{verdict}. Its plan was notify-only or not proposed yet; see `remediator incidents show {inc.id}`")
     decision = {"id": new_id("dec"), "verdict": verdict, "actor": actor, "source": source, "reason": reason,
                 "at": datetime.now(UTC).isoformat()}
     with deps.checkpoints() as cp:

@@ -11,11 +11,14 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agents.config import ConfigError, Settings, env_log_level, load_settings, local_user
+
+if TYPE_CHECKING:
+    from memory.store import Store
 
 HELP = """remediator keeps GitOps-managed AI workloads cheap, fair and as declared.
 
@@ -82,13 +85,12 @@ def run_once(config: ConfigOpt, json_out: JsonOpt = False,
              verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run one full cycle now (evaluated at the wall-clock time it starts) and report it."""
     setup_logging(verbose)
-    from agents.checkpoint import open_checkpointer
-    from agents.compose import build_deps
+    from agents.compose import build_deps, cycle_checkpointer
     from agents.graph import run_cycle
 
     settings = _settings(config)
     deps = build_deps(settings, dry_run=dry_run, on_progress=lambda m: log.info(m))
-    with open_checkpointer(settings) as cp:
+    with cycle_checkpointer(settings, dry_run=dry_run) as cp:
         report = run_cycle(deps, cp)
     if json_out:
         _print_json(report)
@@ -127,10 +129,11 @@ def demo(state_dir: Annotated[Path | None, typer.Option("--state-dir", help="whe
 
 # ----------------------------------------------------------------------------- incidents
 
-def _store(config: Path):  # type: ignore[no-untyped-def]
-    from agents.compose import open_store
+def _store(config: Path) -> Store:
+    """The existing store (read-only commands never create one: a wrong path is exit 2)."""
+    from agents.compose import open_existing_store
 
-    return open_store(_settings(config))
+    return open_existing_store(_settings(config))
 
 
 @incidents_app.command("list")
@@ -210,7 +213,8 @@ def decisions_show(decision_id: str, config: ConfigOpt, json_out: JsonOpt = Fals
         plan = store.get_plan(d.plan_id) if d.plan_id else None
         _print_json({**d.model_dump(mode="json"), "plan": plan.model_dump(mode="json") if plan else None})
     else:
-        typer.echo(f"{d.id} {d.verdict} incident {d.incident_id} PR {d.pr_id} by {d.actor} via {d.source} at {d.at}: {d.reason}")
+        pr = f"PR {d.pr_id}" if d.pr_id else "no PR"
+        typer.echo(f"{d.id} {d.verdict} incident {d.incident_id} ({pr}) by {d.actor} via {d.source} at {d.at}: {d.reason}")
         plan = store.get_plan(d.plan_id) if d.plan_id else None
         if plan is not None:
             typer.echo(f"  plan {plan.id}: {plan.playbook} by the {plan.planner} planner ({plan.planner_reason})\n"
@@ -219,13 +223,16 @@ def decisions_show(decision_id: str, config: ConfigOpt, json_out: JsonOpt = Fals
 
 def _decide(config: Path, incident_id: str, verdict: str, actor: str | None, reason: str, json_out: bool) -> None:
     setup_logging(False)
-    from agents.approvals import decide
-    from agents.compose import build_deps
+    from agents.approvals import NothingToDecide, decide
+    from agents.compose import build_deps, open_existing_store
 
     settings = _settings(config)
-    deps = build_deps(settings)
-    d = decide(deps, incident_id=incident_id, verdict=verdict, actor=actor or local_user(),
+    deps = build_deps(settings, store=open_existing_store(settings))
+    try:
+        d = decide(deps, incident_id=incident_id, verdict=verdict, actor=actor or local_user(),
                source="cli", reason=reason)
+    except NothingToDecide as e:
+        raise Exit(1, str(e)) from None
     if json_out:
         _print_json(d.model_dump(mode="json"))
     else:
@@ -315,10 +322,18 @@ def serve(config: ConfigOpt,
 
 
 def main() -> None:
+    from memory.errors import StoreMissing
     from tools.errors import CycleAborted, ToolError, scrub
 
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click hands back a command's exit code (typer.Exit) instead of
+        # exiting; it must become the process' exit status (audit verify's 1, for one)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except StoreMissing as e:
+        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
+        sys.exit(2)
     except (ConfigError, Exit) as e:
         code = getattr(e, "code", 2)
         sys.stderr.write(f"remediator: {scrub(str(e))}\n")

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TypedDict
+
+from langgraph.checkpoint.memory import InMemorySaver
 
 from agents.checkpoint import open_checkpointer
 from agents.config import ConfigError, Settings, read_secret
 from agents.deps import Checkpointer, Deps, log_progress
 from agents.planners.ledger import KVUsageLedger
 from agents.planners.llm import LLMPlanner
+from memory.errors import StoreMissing
 from memory.store import Store
 from playbooks.loader import load_playbooks
 from tools.auditlog import JsonLinesAuditLog
@@ -28,7 +34,13 @@ from tools.slack import SlackNotifier, SlackSignature
 
 
 def open_store(settings: Settings) -> Store:
+    """The store, created and migrated when it does not exist yet (cycles, the daemon)."""
     return Store.open(settings.memory.url)
+
+
+def open_existing_store(settings: Settings) -> Store:
+    """The store for commands that only read or decide: StoreMissing when there is none."""
+    return Store.open_existing(settings.memory.url)
 
 
 def build_metrics(settings: Settings, *, replay_shift_to: datetime | None = None) -> MetricsSource:
@@ -118,8 +130,15 @@ def build_planner(settings: Settings, store: Store) -> LLMPlanner:
 def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool = False,
                on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None) -> Deps:
     g = settings.gitops
+    if dry_run:   # works on a scratch copy: the real store (and its cursor) stay exactly as they were
+        store = dry_run_store(settings, store)
     store = store or open_store(settings)
     checkpoints: Callable[[], AbstractContextManager[Checkpointer]] = partial(open_checkpointer, settings)
+    if dry_run:
+        saver: Checkpointer = InMemorySaver()
+
+        def checkpoints() -> AbstractContextManager[Checkpointer]:
+            return nullcontext(saver)
     return Deps(
         settings=settings,
         store=store,
@@ -135,6 +154,28 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         open_checkpointer=checkpoints,
         on_progress=on_progress or log_progress,
     )
+
+
+def dry_run_store(settings: Settings, store: Store | None = None) -> Store:
+    """A scratch SQLite copy of the store (empty when there is no store yet), removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="remediator-dry-run-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "state.db"
+    if store is not None:
+        return store.scratch_copy(path)
+    try:
+        real = Store.open_existing(settings.memory.url)
+    except StoreMissing:
+        return Store.open(f"sqlite:///{path}")
+    try:
+        return real.scratch_copy(path)
+    finally:
+        real.close()
+
+
+def cycle_checkpointer(settings: Settings, *, dry_run: bool = False) -> AbstractContextManager[Checkpointer]:
+    """Where a cycle keeps its LangGraph checkpoints: in memory for a dry run (nothing is written)."""
+    return nullcontext(InMemorySaver()) if dry_run else open_checkpointer(settings)
 
 
 def checkpoint_path(settings: Settings) -> Path:

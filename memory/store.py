@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     make_url,
     select,
     text,
@@ -35,7 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
-from memory.audit import AuditTrail, UTCDateTime, to_jsonable
+from memory.audit import AuditTrail, UTCDateTime, audit_entries, audit_head, to_jsonable
+from memory.errors import StoreMissing
 from memory.records import ACTIVE_STATUSES, Decision, Incident, PullRequest, RemediationPlan
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -141,6 +143,40 @@ class Store:
         store = cls(url)
         store.migrate()
         return store
+
+    @classmethod
+    def open_existing(cls, url: str) -> Store:
+        """The store at ``url`` for a reader (``incidents``, ``decisions``, ``audit``): a missing
+        SQLite file or a database the daemon never set up raises StoreMissing instead of being
+        created, so a mistyped path never shows an empty, "OK" store."""
+        u = make_url(url)
+        shown = u.render_as_string(hide_password=True)
+        if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
+                and not str(u.database).startswith("file:") and not Path(str(u.database)).is_file():
+            raise StoreMissing(f"no store at {shown} (no such file); check memory.url, or run a cycle first")
+        store = cls(url)
+        try:
+            if not inspect(store.engine).has_table("alembic_version"):
+                raise StoreMissing(f"no store at {shown} (the database has no remediator tables); check memory.url, "
+                                   "or run a cycle first")
+        except StoreMissing:
+            store.close()
+            raise
+        store.migrate()
+        return store
+
+    def scratch_copy(self, path: Path) -> Store:
+        """A SQLite store at ``path`` holding a copy of every row of this one (either backend): what
+        a dry run works on, so the real store is left exactly as it was."""
+        copy = Store.open(f"sqlite:///{path}")
+        tables = [*metadata.sorted_tables, audit_entries, audit_head]
+        with self.engine.connect() as src, copy.engine.begin() as dst:
+            for table in tables:
+                dst.execute(table.delete())
+                rows = [dict(r._mapping) for r in src.execute(select(table))]
+                if rows:
+                    dst.execute(table.insert(), rows)
+        return copy
 
     @property
     def url_for_display(self) -> str:

@@ -18,7 +18,7 @@ import git
 from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
 from tools.errors import PermanentError, TemporaryError, ToolError, scrub
-from tools.results import FileProblem, ManifestDoc, RepoSnapshot
+from tools.results import CommitInfo, FileProblem, ManifestDoc, RepoSnapshot
 from tools.yamledit import YamlParseError, get_value, parse_documents
 
 MANIFEST_KINDS = frozenset({"MultimodalInferenceService", "Deployment", "HorizontalPodAutoscaler", "Rollout"})
@@ -264,6 +264,17 @@ class GitRepo:
     def read_file(self, *, path: str, ref: str | None = None) -> str | None:
         self._ensure_fetched()
         return self.git.show(ref or self.ref, path)
+
+    def file_log(self, *, path: str, limit: int = 20) -> list[CommitInfo]:
+        """The first-parent commits of the branch that changed ``path``, newest first."""
+        self._ensure_fetched()
+        log = self.git.run("log", "--first-parent", f"-n{max(1, int(limit))}", "--format=%H%x1f%ct%x1f%an <%ae>%x1f%s",
+                           self.ref, "--", path)
+        out = []
+        for line in log.splitlines():
+            sha, ts, author, subject = (line.split("\x1f") + ["", "", ""])[:4]
+            out.append(CommitInfo(sha=sha, at=datetime.fromtimestamp(int(ts), UTC), author=author, subject=subject))
+        return out
 
     def field_history(self, *, path: str, doc_kind: str, doc_name: str, field: tuple[str | int, ...],
                       limit: int = 50) -> list[tuple[str, datetime, object]]:

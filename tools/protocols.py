@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from memory.records import PullRequest
-from tools.results import AuditEvent, PostedMessage, PublishResult, RepoSnapshot, SignalResult
+from tools.results import AuditEvent, CommitInfo, PostedMessage, PublishResult, RepoSnapshot, SignalResult
 
 
 class MetricsSource(Protocol):
@@ -67,6 +67,9 @@ class GitOpsRepo(Protocol):
         self, *, path: str, doc_kind: str, doc_name: str, field: tuple[str | int, ...], limit: int = 50,
     ) -> list[tuple[str, datetime, object]]:
         """``(commit, committed_at, value)`` for each commit that changed the file, newest first."""
+
+    def file_log(self, *, path: str, limit: int = 20) -> list[CommitInfo]:
+        """The commits of the base branch that changed ``path``, newest first (first parent only)."""
 
 
 class PullRequests(Protocol):

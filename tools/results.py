@@ -35,6 +35,16 @@ class SignalResult:
 
 
 @dataclass(frozen=True)
+class CommitInfo:
+    """One commit of the GitOps repository (``git log``)."""
+
+    sha: str
+    at: datetime
+    author: str
+    subject: str
+
+
+@dataclass(frozen=True)
 class ManifestDoc:
     """One YAML document of the GitOps repo that remediator understands."""
 

@@ -60,6 +60,9 @@ def _review_approvals(deps: Deps, pr: PullRequest, errors: list[dict[str, Any]])
     approvers = sorted({user for user, st in reviews if st == "APPROVED"})
     if not approvers or any(st == "CHANGES_REQUESTED" for _, st in reviews):
         return
+    if deps.dry_run:   # landing it would merge in the remote
+        deps.on_progress(f"dry-run: would land {pr.branch} (approving review by {', '.join(approvers)})")
+        return
     for iid in pr.incident_ids:
         inc = deps.store.get_incident(iid)
         if inc is None or inc.status not in ("open", "proposed"):

@@ -41,7 +41,7 @@ def show_outcome(deps: Deps, pr_id: str, text: str) -> None:
     """Show on the PR's Slack message what happened outside Slack; the Approve / Reject buttons
     go away."""
     raw = deps.store.get_kv(PR_MESSAGE_KEY.format(pr_id))
-    if not raw or deps.notifier is None:
+    if not raw or deps.notifier is None or deps.dry_run:
         return
     try:
         ref = json.loads(raw)

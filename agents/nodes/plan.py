@@ -16,6 +16,7 @@ from agents.incidents import open_pr_of
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.planners.tools import PlannerTools
 from agents.state import CycleState, err
+from memory.records import Incident
 from tools.errors import ToolError
 from tools.results import SignalResult
 
@@ -41,7 +42,8 @@ def plan(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
         else:
             if deps.planner is not None:
                 tools = PlannerTools.from_context(ctx, query_signal=partial(query_signal, deps, now),
-                                                  similar_incidents=partial(similar_incidents, deps))
+                                                  git_log=partial(git_log, deps),
+                                                  similar_incidents=partial(similar_incidents, deps, inc))
                 p = deps.planner.plan(inc, ctx, tools)
             else:
                 p = deterministic_plan(inc, ctx)
@@ -74,17 +76,31 @@ def query_signal(deps: Deps, now: datetime, *, service: str, signal: str, window
     return None
 
 
-def similar_incidents(deps: Deps, *, kind: str, service: str, limit: int = 5) -> list[dict[str, Any]]:
-    """Read-only tool for the LLM planner: past incidents of this kind/service and how they ended."""
+def git_log(deps: Deps, *, file: str, limit: int) -> list[dict[str, Any]]:
+    """Read-only tool for the LLM planner: recent commits of a workload's manifest file (the same
+    tool the evals offer)."""
+    return [{"commit": c.sha[:12], "at": c.at.isoformat().replace("+00:00", "Z"), "author": c.author,
+             "message": c.subject} for c in deps.repo.file_log(path=file, limit=limit)]
+
+
+def similar_incidents(deps: Deps, current: Incident, *, kind: str | None, service: str | None,
+                      limit: int = 5) -> list[dict[str, Any]]:
+    """Read-only tool for the LLM planner: past incidents and how they ended, most similar to the
+    incident being planned first. ``kind`` / ``service`` filter when given (None: any); similarity
+    is the same kind, the same service, then the overlap of the evidence's fields; ties: newest."""
+    def score(i: Incident) -> tuple[float, float]:
+        keys, mine = set(i.evidence), set(current.evidence)
+        shape = len(keys & mine) / len(keys | mine) if keys | mine else 0.0
+        return (2.0 * (i.kind == current.kind) + 1.0 * (i.service == current.service) + shape,
+                i.opened_at.timestamp())
+
+    candidates = [i for i in deps.store.list_incidents() if i.id != current.id
+                  and (not kind or i.kind == kind) and (not service or i.service == service)]
     out = []
-    for i in deps.store.list_incidents():
-        if i.kind != kind or (service and i.service != service):
-            continue
+    for i in sorted(candidates, key=score, reverse=True)[:max(0, limit)]:
         p = deps.store.latest_plan(i.id)
         d = deps.store.list_decisions(incident_id=i.id)
         out.append({"id": i.id, "kind": i.kind, "service": i.service, "opened_at": i.opened_at.isoformat(),
                     "playbook": p.playbook if p else None, "verdict": d[0].verdict if d else None,
                     "outcome": i.status, "summary": i.summary[:200]})
-        if len(out) >= limit:
-            break
     return out

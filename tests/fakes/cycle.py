@@ -119,6 +119,9 @@ class FakeRepo(Forbidden):
     def field_history(self, **kw: Any) -> Any:
         return self._answer("field_history", **kw)
 
+    def file_log(self, **kw: Any) -> Any:
+        return self._answer("file_log", **kw)
+
 
 class FakePRs(Forbidden):
     adapter = "prs"

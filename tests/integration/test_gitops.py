@@ -223,6 +223,17 @@ def test_field_history_finds_previous_model_version(remote, tmp_path):
     assert repo.read_file(path="nope.yaml") is None
 
 
+def test_file_log_lists_the_commits_of_one_file_newest_first(remote, tmp_path):
+    repo = repo_for(remote, tmp_path)
+    repo.sync()
+    log = repo.file_log(path=MIS_PATH, limit=5)
+    assert [(c.subject, c.at) for c in log] == [("vlm: roll out 2.1.0", datetime(2026, 11, 20, 10, tzinfo=UTC)),
+                                                ("bootstrap", datetime(2026, 9, 28, 10, tzinfo=UTC))]
+    assert all(len(c.sha) == 40 and "<" in c.author for c in log)
+    assert [c.subject for c in repo.file_log(path=MIS_PATH, limit=1)] == ["vlm: roll out 2.1.0"]
+    assert repo.file_log(path="nope.yaml") == []
+
+
 def plan_files(repo: GitRepo, max_replicas: int = 3, hpa_max: int = 8) -> dict[str, str]:
     mis_edits = [
         FieldEdit(file=MIS_PATH, doc_kind="MultimodalInferenceService", doc_name="vision-language-model",
