@@ -149,7 +149,8 @@ def _apply(deps: Deps, incident_id: str, decision: dict[str, Any]) -> Decision:
     store.save_incident(inc.model_copy(update={"status": "approved" if verdict == "approve" else "rejected",
                                                "updated_at": now}))
     if verdict == "approve":
-        remember_reference(store, inc, now)
+        playbook = deps.playbooks.get(plan.playbook) if plan is not None else None
+        remember_reference(store, inc, now, playbook.checks if playbook is not None else ())
     store.audit.append(stage="decision", action=d.verdict, subject=inc.id,
                        data={"decision_id": d.id, "actor": actor, "source": d.source, "pr": pr.branch if pr else None,
                              "pr_status": pr.status if pr else None, "reason": reason})

@@ -48,6 +48,9 @@ def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> Remed
         return _verdict(plan, "notify_only", ["notify playbook"])
     if not plan.edits:
         return _verdict(plan, "notify_only", ["plan changes nothing"])
+    if not pb.checks:
+        return _verdict(plan, "notify_only", [f"playbook {pb.name} has no checks: after a merge nothing would verify "
+                                              "the change, so it is not proposed (add checks: to the playbook)"])
 
     targets = (plan.params or {}).get("targets")
     if not isinstance(targets, dict) or not targets:

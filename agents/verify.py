@@ -1,59 +1,86 @@
-"""Post-merge verification: after a remediation is merged and Argo CD / Flux had time to apply
-it, the triggering signal must come back in bounds. Back in bounds → the incident resolves (the
-correlate stage does that when the finding stays away). Still firing for ``failed_checks``
-cycles, or worse than at approval → a revert PR that references the original.
+"""Post-merge verification by the ``checks:`` of the playbook that made the change: after a
+remediation is merged and Argo CD / Flux had time to apply it, every check's signal must be back
+in bounds. Back in bounds → the incident resolves (the correlate stage does that when the finding
+stays away). A check still failing after its ``cycles`` (default ``verify.failed_checks``), or the
+incident's own signal worse than at approval → a revert PR that references the original.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from memory.records import FieldEdit, Incident, PullRequest
+from memory.records import FieldEdit, Incident, PullRequest, fingerprint
 from memory.store import Store
+from playbooks.schema import Check
 
 REF_KEY = "verify.ref:{}"
 FAIL_KEY = "verify.failed:{}"
 REVERT_KEY = "verify.reverted:{}"
-METRIC = {"cost_anomaly": "ratio", "budget_breach": "projected_percent", "model_drift": "distance",
-          "fairness_violation": "dpd"}
+UNCHECKED_KEY = "verify.unchecked:{}"
 
 
-def signal_value(inc: Incident) -> float | None:
-    """The number that says how bad an incident is (higher = worse)."""
-    v = inc.evidence.get(METRIC.get(inc.kind, ""))
-    return float(v) if isinstance(v, int | float) else None
+def own_check(inc: Incident, checks: Sequence[Check]) -> Check | None:
+    """The check that measures the incident's own signal (its metric is compared with the value at
+    approval), if the playbook has one."""
+    return next((c for c in checks if c.kind == inc.kind), None)
 
 
-def remember_reference(store: Store, inc: Incident, at: datetime) -> None:
+def signal_value(inc: Incident, checks: Sequence[Check]) -> float | None:
+    """The number that says how bad an incident is (higher = worse), as its playbook's check measures it."""
+    c = own_check(inc, checks)
+    v = inc.evidence.get(c.metric) if c is not None else None
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def remember_reference(store: Store, inc: Incident, at: datetime, checks: Sequence[Check]) -> None:
     """Called when a remediation is approved/merged: what the signal was at that moment."""
-    store.set_kv(REF_KEY.format(inc.id), json.dumps({"value": signal_value(inc), "at": at.isoformat()}))
+    store.set_kv(REF_KEY.format(inc.id), json.dumps({"value": signal_value(inc, checks), "at": at.isoformat()}))
 
 
-def check(store: Store, inc: Incident, pr: PullRequest, *, now: datetime, grace: timedelta, still_firing: bool,
-          failed_checks: int, worse_factor: float) -> tuple[str, dict[str, Any]]:
-    """One verification step for an approved incident whose PR merged. Returns (verdict, detail):
-    ``waiting`` (inside the reconcile grace), ``passing`` (signal quiet), ``failing`` (still firing,
-    not yet conclusive), ``revert`` (propose the revert), ``done`` (already reverted)."""
+def failing_checks(inc: Incident, checks: Sequence[Check], seen: set[str]) -> list[Check]:
+    """The checks whose signal was still found this cycle on the remediated workload (and, for
+    drift and fairness, the model version the incident was about)."""
+    return [c for c in checks if fingerprint(c.kind, inc.service, inc.model_version) in seen]
+
+
+def check(store: Store, inc: Incident, pr: PullRequest, checks: Sequence[Check], *, now: datetime,
+          grace: timedelta, seen: set[str], default_cycles: int, worse_factor: float) -> tuple[str, dict[str, Any]]:
+    """One verification step for an approved incident whose PR merged, by the checks of the
+    playbook that made the change. Returns (verdict, detail): ``waiting`` (inside the reconcile
+    grace), ``passing`` (every check holds), ``failing`` (a check still fails, not yet conclusive),
+    ``revert`` (propose the revert), ``unchecked`` (the playbook has no checks: said once),
+    ``done`` (already reverted, or unchecked already said)."""
     if store.get_kv(REVERT_KEY.format(inc.id)):
         return "done", {}
+    if not checks:
+        if store.get_kv(UNCHECKED_KEY.format(inc.id)):
+            return "done", {}
+        store.set_kv(UNCHECKED_KEY.format(inc.id), now.isoformat())
+        return "unchecked", {"reason": "the playbook that made the change has no checks: nothing verifies it"}
     if now - pr.updated_at < grace:
         return "waiting", {"until": (pr.updated_at + grace).isoformat()}
-    if not still_firing:
+    failing = failing_checks(inc, checks, seen)
+    if not failing:
         store.set_kv(FAIL_KEY.format(inc.id), "0")
-        return "passing", {}
+        return "passing", {"checks": [f"{c.signal} {c.condition}" for c in checks]}
     n = int(store.get_kv(FAIL_KEY.format(inc.id)) or 0) + 1
     store.set_kv(FAIL_KEY.format(inc.id), str(n))
+    limit = min(c.cycles or default_cycles for c in failing)
     ref_raw = store.get_kv(REF_KEY.format(inc.id))
     ref = json.loads(ref_raw).get("value") if ref_raw else None
-    cur = signal_value(inc)
-    detail = {"failed_checks": n, "limit": failed_checks, "value_at_approval": ref, "value_now": cur,
-              "metric": METRIC.get(inc.kind)}
+    cur = signal_value(inc, checks)
+    own = own_check(inc, checks)
+    unmet = [f"{c.signal} {c.condition}" for c in failing]
+    detail: dict[str, Any] = {"failed_checks": n, "limit": limit, "value_at_approval": ref, "value_now": cur,
+                              "metric": own.metric if own is not None else None, "failing": unmet}
     worse = ref is not None and cur is not None and cur > ref * worse_factor
-    if worse or n >= failed_checks:
+    if worse or n >= limit:
         detail["reason"] = (f"{detail['metric']} went from {ref} to {cur} after the merge" if worse
-                            else f"still firing {n} cycles after the change went live")
+                            else f"still firing {n} cycles after the change went live "
+                                 f"({', '.join(unmet)} not met)")
         return "revert", detail
     return "failing", detail
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memory.records import IncidentKind
 
@@ -50,11 +50,42 @@ class EditSpec(BaseModel):
         return tuple(self.path.split("."))
 
 
+# What a check's signal means: the incident kind whose finding carries it, the evidence field that
+# measures it (higher = worse), and the condition that says the signal is back in bounds.
+SIGNALS: dict[str, tuple[IncidentKind, str, str]] = {
+    "cost": ("cost_anomaly", "ratio", "below_expected"),
+    "budget": ("budget_breach", "projected_percent", "projected_below_alert"),
+    "drift": ("model_drift", "distance", "below_threshold"),
+    "fairness": ("fairness_violation", "dpd", "below_threshold"),
+}
+
+
 class Check(BaseModel):
+    """A post-merge check: after the reconcile grace, ``signal`` must meet ``condition`` (its
+    detector no longer finds it on the remediated workload and model version); still failing
+    after ``cycles`` cycles (default: the daemon's ``verify.failed_checks``), the change is reverted."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    signal: str
+    signal: Literal["cost", "budget", "drift", "fairness"]
     condition: str
-    cycles: int = Field(3, ge=1, le=100)
+    cycles: int | None = Field(None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _condition_fits_signal(self) -> Check:
+        expected = SIGNALS[self.signal][2]
+        if self.condition != expected:
+            raise ValueError(f"signal {self.signal} is checked with condition {expected!r} (got {self.condition!r})")
+        return self
+
+    @property
+    def kind(self) -> IncidentKind:
+        """The incident kind whose finding is this signal."""
+        return SIGNALS[self.signal][0]
+
+    @property
+    def metric(self) -> str:
+        """The evidence field that measures the signal (higher = worse)."""
+        return SIGNALS[self.signal][1]
 
 
 class Playbook(BaseModel):

@@ -1,5 +1,5 @@
-"""verify: approved and merged remediations must bring their signal back in bounds once Argo CD
-/ Flux had time to apply them (agents/verify.py judges); if not, propose the revert."""
+"""verify: approved and merged remediations must pass the checks of the playbook that made them
+once Argo CD / Flux had time to apply them (agents/verify.py judges); if not, propose the revert."""
 
 from __future__ import annotations
 
@@ -30,14 +30,16 @@ def verify(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
         if not merged:
             continue
         pr = merged[0]
-        verdict, detail = verify_check(deps.store, inc, pr, now=now, grace=v.grace, still_firing=inc.fingerprint in seen,
-                                       failed_checks=v.failed_checks, worse_factor=v.worse_factor)
+        plan = deps.store.latest_plan(inc.id)
+        playbook = deps.playbooks.get(plan.playbook) if plan is not None else None
+        verdict, detail = verify_check(deps.store, inc, pr, playbook.checks if playbook is not None else (), now=now,
+                                       grace=v.grace, seen=seen, default_cycles=v.failed_checks,
+                                       worse_factor=v.worse_factor)
         if verdict in ("waiting", "done"):
             continue
         audit(deps, state, "verify", verdict, inc.id, pr=pr.branch, **detail)
         if verdict != "revert" or deps.dry_run:
             continue
-        plan = deps.store.latest_plan(inc.id)
         edits = inverse_edits(plan.edits) if plan is not None else []
         if not edits:
             errors.append(err("verify", inc.id, "remediation did not work but there is nothing to revert"))

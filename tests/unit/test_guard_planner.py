@@ -218,3 +218,28 @@ def test_guard_rightsize_only_lowers_to_a_value_from_git_history(new: dict[str, 
     assert ok.guard_verdict == "accepted"
     _, gp = ctx_for(mis_requests(labels={"remediation.apexlogic.com/protected": "true"}))
     assert check(rightsize_plan(inc, gpu="1"), inc, gp).guard_verdict == "notify_only"
+
+
+def test_a_pr_playbook_without_checks_is_never_proposed() -> None:
+    """Nothing would verify the change after a merge: the guard downgrades it and says why."""
+    books = dict(load_playbooks())
+    books["cap_max_replicas"] = books["cap_max_replicas"].model_copy(update={"checks": []})
+    _, gc = ctx_for(mis("a"))
+    inc = incident("cost_anomaly", "ml/a", ratio=3.0)
+    assert check(cap_plan(inc, 3), inc, gc).guard_verdict == "accepted"   # with its checks
+    gc.playbooks = books
+    out = check(cap_plan(inc, 3), inc, gc)
+    assert out.guard_verdict == "notify_only"
+    assert any("has no checks" in r for r in out.guard_reasons)
+
+
+def test_a_check_must_use_its_signals_condition() -> None:
+    from pydantic import ValidationError
+
+    from playbooks.schema import Check
+
+    assert Check.model_validate({"signal": "drift", "condition": "below_threshold"}).kind == "model_drift"
+    with pytest.raises(ValidationError, match="signal cost is checked with condition 'below_expected'"):
+        Check.model_validate({"signal": "cost", "condition": "below_threshold"})
+    with pytest.raises(ValidationError):
+        Check.model_validate({"signal": "latency", "condition": "below_expected"})

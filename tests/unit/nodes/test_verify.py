@@ -3,6 +3,7 @@ the grace, or with the signal quiet, nothing is published (the provider fake for
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from memory.records import (
     fingerprint,
     revert_branch_name,
 )
+from playbooks.schema import Check
 from tests.fakes.cycle import (
     T0,
     FakePRs,
@@ -96,3 +98,39 @@ def test_dry_run_judges_but_never_publishes_the_revert() -> None:
     seed(deps, merged_ago=timedelta(hours=1))
     out = run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[FIRING]), deps)
     assert out == {"pr_ids": [], "errors": []} and verify_actions(deps) == ["revert"]
+
+
+def _with_checks(deps: Any, checks: list[dict[str, Any]]) -> Any:
+    """Deps whose cap_max_replicas playbook has these checks (the playbook that made the change)."""
+    pb = deps.playbooks["cap_max_replicas"]
+    books = {**deps.playbooks, "cap_max_replicas": pb.model_copy(update={
+        "checks": [Check.model_validate(c) for c in checks]})}
+    return replace(deps, playbooks=books)
+
+
+def test_the_playbooks_checks_decide_not_the_incident_kind() -> None:
+    """A check of another signal that still fires fails the change; the incident's own (quiet) does not save it."""
+    deps = _with_checks(make_deps(settings=make_settings(verify={"grace": "15m", "failed_checks": 5})),
+                        [{"signal": "cost", "condition": "below_expected"},
+                         {"signal": "budget", "condition": "projected_below_alert", "cycles": 2}])
+    seed(deps, merged_ago=timedelta(hours=1))
+    budget_firing = Finding(kind="budget_breach", service=SERVICE, severity="warning", summary="over budget",
+                            evidence={"projected_percent": 130}, observed_at=T0).model_dump(mode="json")
+    state = cycle_state(snapshot=snapshot([CAPPED]), findings=[budget_firing])   # cost quiet, budget not
+
+    run(verify, state, deps)
+    assert verify_actions(deps) == ["failing"]
+    [entry] = [e for e in deps.store.audit.entries() if e.stage == "verify"]
+    assert entry.data["failing"] == ["budget projected_below_alert"] and entry.data["limit"] == 2
+
+    judge_only = replace(deps, dry_run=True)   # the revert itself is tested above
+    run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[budget_firing]), judge_only)
+    assert verify_actions(deps) == ["failing", "revert"]   # the check's own cycles (2), not the default (5)
+
+
+def test_a_playbook_without_checks_is_said_once_and_never_reverted() -> None:
+    deps = _with_checks(make_deps(settings=settings(), dry_run=True), [])
+    seed(deps, merged_ago=timedelta(hours=1))
+    for _ in range(3):
+        run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[FIRING]), deps)
+    assert verify_actions(deps) == ["unchecked"]
