@@ -1,12 +1,18 @@
 """AuditLog over Kubernetes audit log files (the log backend: one JSON event per line).
 
 The cursor is JSON: ``{path: {"inode", "offset", "line", "head"}}`` where ``offset`` is the byte
-after the last complete line read and ``head`` a hash of the file's first bytes. A file whose inode
-changed, that shrank below the offset, or whose first bytes changed (copytruncate) was rotated: it is
-read again from the start (every event in it is new, ``since`` does not apply). A path the cursor
+after the last complete line read and ``head`` a hash of the file's first bytes. A path the cursor
 does not know, or no cursor at all, reads events with ``time >= since``. A last line without its
 newline is left for the next read. Problems (missing/unreadable file, malformed line, bad cursor) do
 not stop the read: they are listed in ``last_problems`` as ``"path:line: reason"``.
+
+Rotation loses nothing and reads nothing twice. A file whose inode changed, that shrank below the
+offset, or whose first bytes changed was rotated (renamed, or copied and truncated). The file the
+cursor was in is then found among the rotated siblings in the same folder (``audit.log.1``,
+``audit.log-20261207``, ``audit.log.1.gz``, ...): by inode, else by the same first bytes (a
+copytruncate copy, or a gzip of it). It is drained from the cursor's offset, then every sibling
+rotated after it is read whole (several rotations between two reads), then the live file from its
+start. When the old file cannot be found any more, that is said in ``last_problems``.
 
 Events at stage ``RequestReceived``/``ResponseStarted`` are skipped (the same auditID comes again at
 ``ResponseComplete``/``Panic``); ``EventList`` lines (webhook batch format) are unpacked.
@@ -14,12 +20,14 @@ Events at stage ``RequestReceived``/``ResponseStarted`` are skipped (the same au
 
 from __future__ import annotations
 
+import glob
+import gzip
 import hashlib
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from tools.results import AuditEvent
 
@@ -35,6 +43,30 @@ def _head(f: BinaryIO, size: int) -> str:
     """Hash of the first min(size, 256) bytes: tells a file truncated and rewritten past the offset."""
     f.seek(0)
     return hashlib.sha256(f.read(min(size, _HEAD))).hexdigest()[:16]
+
+
+def _gzipped(p: Path) -> bool:
+    return p.suffix == ".gz"
+
+
+def _open(p: Path) -> IO[bytes]:
+    """A rotated file, plain or gzip-compressed, for reading bytes."""
+    return cast(IO[bytes], gzip.open(p, "rb")) if _gzipped(p) else p.open("rb")
+
+
+def _same_head(p: Path, head: Any, offset: int) -> bool:
+    """Whether ``p`` starts with the bytes the cursor's file started with and is at least ``offset`` long."""
+    try:
+        with _open(p) as f:
+            first = f.read(min(offset, _HEAD))
+            if hashlib.sha256(first).hexdigest()[:16] != head:
+                return False
+            if offset == 0:
+                return True
+            f.seek(offset - 1)
+            return len(f.read(1)) == 1
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return False
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -97,15 +129,11 @@ class JsonLinesAuditLog:
                     prev_off = int(prev.get("offset", 0)) if prev else 0
                     same = (prev is not None and prev.get("inode") == st.st_ino and prev_off <= st.st_size
                             and prev.get("head", _head(f, prev_off)) == _head(f, prev_off))
+                    if prev is not None and not same:
+                        events += self._rotated(path, prev, live_inode=st.st_ino)
                     offset, line_no = (prev_off, int(prev.get("line", 0))) if same and prev else (0, 0)
-                    f.seek(offset)
-                    for raw in f:
-                        if not raw.endswith(b"\n"):
-                            break  # being written: read it next time
-                        offset += len(raw)
-                        line_no += 1
-                        if raw.strip():
-                            events.extend(self._parse(raw, f"{path}:{line_no}", since if prev is None else None))
+                    found, offset, line_no = self._lines(f, offset, line_no, str(path), since if prev is None else None)
+                    events += found
                     new_state[str(path)] = {"inode": st.st_ino, "offset": offset, "line": line_no,
                                             "head": _head(f, offset)}
             except OSError as e:
@@ -114,6 +142,44 @@ class JsonLinesAuditLog:
                     new_state[str(path)] = prev  # keep the position for when it is back
         events.sort(key=lambda e: e.at)
         return events, json.dumps(new_state, sort_keys=True)
+
+    def _lines(self, f: IO[bytes], offset: int, line_no: int, label: str,
+               since: datetime | None) -> tuple[list[AuditEvent], int, int]:
+        """The complete lines of ``f`` from ``offset`` (already there) to its end: events, new offset and line."""
+        events: list[AuditEvent] = []
+        f.seek(offset)
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break  # being written: read it next time
+            offset += len(raw)
+            line_no += 1
+            if raw.strip():
+                events.extend(self._parse(raw, f"{label}:{line_no}", since))
+        return events, offset, line_no
+
+    def _rotated(self, path: Path, prev: dict[str, Any], *, live_inode: int) -> list[AuditEvent]:
+        """The events written to the cursor's file after the last read, before it was rotated, and
+        those of every file rotated after it (oldest first)."""
+        siblings = sorted((p for p in path.parent.glob(glob.escape(path.name) + "?*") if p.is_file()),
+                          key=lambda p: (p.stat().st_mtime, p.name))
+        offset, line_no = int(prev.get("offset", 0)), int(prev.get("line", 0))
+        start = next((i for i, p in enumerate(siblings) if p.stat().st_ino == prev.get("inode")
+                      and p.stat().st_ino != live_inode and not _gzipped(p)), None)
+        if start is None:
+            start = next((i for i, p in enumerate(siblings) if _same_head(p, prev.get("head"), offset)), None)
+        if start is None:
+            self.last_problems.append(f"{path}: rotated, and the file read up to byte {offset} is gone: events "
+                                      "written to it after the last read may be missing")
+            return []
+        events: list[AuditEvent] = []
+        for i, p in enumerate(siblings[start:]):
+            try:
+                with _open(p) as f:
+                    found, _, _ = self._lines(f, offset if i == 0 else 0, line_no if i == 0 else 0, str(p), None)
+                    events += found
+            except OSError as e:
+                self.last_problems.append(f"{p}: cannot read rotated audit log: {e.strerror or e}")
+        return events
 
     def _parse(self, raw: bytes, where: str, since: datetime | None) -> list[AuditEvent]:
         try:

@@ -101,3 +101,77 @@ def test_event_list_and_naive_since(tmp_path: Path) -> None:
     write(log, json.dumps({"kind": "EventList", "items": [json.loads(event(0)), json.loads(event(1))]}) + "\n")
     events, _ = JsonLinesAuditLog(paths=[log]).read(cursor=None, since=datetime(2026, 11, 20, 10, 1))
     assert [e.audit_id for e in events] == ["id-1"]
+
+
+# ----------------------------------------------------------------------------- rotation
+# Each case: events 0-2 read, then 3-4 appended to the same file and the file rotated before the
+# next read, then 5-6 in the new file. Every event must be read exactly once.
+
+def _ids(events: list) -> list[str]:  # type: ignore[type-arg]
+    return [e.audit_id for e in events]
+
+
+def _first_read(tmp_path: Path) -> tuple[Path, JsonLinesAuditLog, str]:
+    log = tmp_path / "audit.log"
+    write(log, *(event(i) for i in range(3)))
+    src = JsonLinesAuditLog(paths=[log])
+    events, cursor = src.read(cursor=None, since=T0)
+    assert _ids(events) == ["id-0", "id-1", "id-2"]
+    write(log, event(3), event(4))   # after the read, before the rotation
+    return log, src, cursor
+
+
+def test_rename_rotation_drains_the_old_file_first(tmp_path: Path) -> None:
+    log, src, cursor = _first_read(tmp_path)
+    os.rename(log, tmp_path / "audit.log.1")
+    write(log, event(5), event(6), mode="w")
+    events, cursor = src.read(cursor=cursor, since=T0)
+    assert _ids(events) == ["id-3", "id-4", "id-5", "id-6"] and src.last_problems == []
+    write(log, event(7))
+    assert _ids(src.read(cursor=cursor, since=T0)[0]) == ["id-7"]   # nothing read twice afterwards
+
+
+def test_copytruncate_rotation_drains_the_copy(tmp_path: Path) -> None:
+    log, src, cursor = _first_read(tmp_path)
+    (tmp_path / "audit.log.1").write_bytes(log.read_bytes())   # logrotate's copytruncate: copy, then truncate
+    with log.open("r+") as f:
+        f.truncate(0)
+    write(log, event(5), event(6))
+    events, _ = src.read(cursor=cursor, since=T0)
+    assert _ids(events) == ["id-3", "id-4", "id-5", "id-6"] and src.last_problems == []
+
+
+def test_gzip_rotated_file_is_drained(tmp_path: Path) -> None:
+    import gzip
+
+    log, src, cursor = _first_read(tmp_path)
+    rotated = tmp_path / "audit.log.1"
+    os.rename(log, rotated)
+    with rotated.open("rb") as plain, gzip.open(tmp_path / "audit.log.1.gz", "wb") as gz:
+        gz.write(plain.read())
+    rotated.unlink()                                            # compress: the inode is gone, the bytes are not
+    write(log, event(5), event(6), mode="w")
+    events, _ = src.read(cursor=cursor, since=T0)
+    assert _ids(events) == ["id-3", "id-4", "id-5", "id-6"] and src.last_problems == []
+
+
+def test_two_rotations_between_reads_read_the_middle_file_whole(tmp_path: Path) -> None:
+    log, src, cursor = _first_read(tmp_path)
+    os.rename(log, tmp_path / "audit.log.2")
+    os.utime(tmp_path / "audit.log.2", (1_700_000_000, 1_700_000_000))
+    write(log, event(5), event(6), mode="w")
+    os.rename(log, tmp_path / "audit.log.1")
+    os.utime(tmp_path / "audit.log.1", (1_700_000_100, 1_700_000_100))
+    write(log, event(7), mode="w")
+    events, cursor = src.read(cursor=cursor, since=T0 + timedelta(days=30))  # 'since' does not apply to rotated files
+    assert _ids(events) == ["id-3", "id-4", "id-5", "id-6", "id-7"] and src.last_problems == []
+    assert src.read(cursor=cursor, since=T0)[0] == []
+
+
+def test_a_rotated_file_that_is_gone_is_reported(tmp_path: Path) -> None:
+    log, src, cursor = _first_read(tmp_path)
+    log.unlink()
+    write(log, event(5), mode="w")
+    events, _ = src.read(cursor=cursor, since=T0)
+    assert _ids(events) == ["id-5"]
+    assert any("rotated, and the file read up to byte" in p for p in src.last_problems)
