@@ -26,6 +26,6 @@ USER remediator
 ENV XDG_STATE_HOME=/var/lib/remediator
 VOLUME ["/var/lib/remediator"]
 HEALTHCHECK --interval=60s --timeout=20s --start-period=30s --retries=3 \
-  CMD remediator audit verify --config /etc/remediator/remediator.yaml >/dev/null || exit 1
+  CMD remediator audit verify --chain-only --config /etc/remediator/remediator.yaml >/dev/null || exit 1
 ENTRYPOINT ["remediator"]
 CMD ["daemon", "--config", "/etc/remediator/remediator.yaml"]

@@ -256,15 +256,21 @@ def decisions_reject(incident_id: str, config: ConfigOpt, actor: Annotated[str |
 # ----------------------------------------------------------------------------- audit
 
 @audit_app.command("verify")
-def audit_verify(config: ConfigOpt, json_out: JsonOpt = False) -> None:
-    """Recompute the hash chain; exit 1 naming the first bad entry."""
-    store = _store(config)
-    res = store.audit.verify()
+def audit_verify(config: ConfigOpt, json_out: JsonOpt = False,
+                 chain_only: Annotated[bool, typer.Option("--chain-only", help="check the hash chain in the store "
+                                                          "only, not the anchors in the GitOps remote")] = False) -> None:
+    """Recompute the hash chain and check it against every anchor in the GitOps remote; exit 1
+    naming the first entry that is broken or disagrees with an anchor."""
+    from agents.auditcheck import verify_audit
+
+    settings = _settings(config)
+    ok, doc, lines = verify_audit(settings, _store(config), anchors=not chain_only)
     if json_out:
-        _print_json({"ok": res.ok, "count": res.count, "first_bad_seq": res.first_bad_seq, "reason": res.reason})
+        _print_json(doc)
     else:
-        typer.echo(f"audit chain OK: {res.count} entries" if res.ok else f"audit chain BROKEN: {res.reason}")
-    if not res.ok:
+        for line in lines:
+            typer.echo(line)
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -22,6 +22,7 @@ from agents.planners.llm import LLMPlanner
 from memory.errors import StoreMissing
 from memory.store import Store
 from playbooks.loader import load_playbooks
+from tools.anchors import GitAnchors, Signer
 from tools.auditlog import JsonLinesAuditLog
 from tools.errors import PermanentError
 from tools.gitops import GitRepo
@@ -150,10 +151,24 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         playbooks=load_playbooks(),
         notifier=build_notifier(settings),
         planner=build_planner(settings, store),
+        anchors=build_anchors(settings),
         dry_run=dry_run,
         open_checkpointer=checkpoints,
         on_progress=on_progress or log_progress,
     )
+
+
+def build_anchors(settings: Settings, *, workdir: Path | None = None) -> GitAnchors | None:
+    """Where the audit chain head is anchored: the GitOps remote (None with ``audit.anchors: false``)."""
+    a, g = settings.audit, settings.gitops
+    if not a.anchors:
+        return None
+    try:
+        signer = Signer(a.signing_key_file) if a.signing_key_file is not None else None
+    except PermanentError as e:
+        raise ConfigError(str(e)) from None
+    return GitAnchors(remote=g.remote, workdir=workdir or settings.workdir / "anchors", author_name=g.author_name,
+                      author_email=g.author_email, signer=signer)
 
 
 def dry_run_store(settings: Settings, store: Store | None = None) -> Store:

@@ -185,6 +185,16 @@ class VerifySettings(Section):
     _dur = field_validator("grace", mode="before")(lambda v: parse_duration(v))
 
 
+class AuditSettings(Section):
+    anchor_interval: timedelta = Field(default=timedelta(hours=1), description=(
+        "how often the audit chain head is anchored in the GitOps remote (0s: every cycle that added entries)"))
+    signing_key_file: Path | None = Field(default=None, description=(
+        "Ed25519 private key (PEM) that signs the anchors; audit verify checks their signatures with it"))
+    anchors: bool = Field(default=True, description="write and check anchors in the GitOps remote")
+
+    _dur = field_validator("anchor_interval", mode="before")(lambda v: parse_duration(v))
+
+
 class Settings(BaseSettings):
     """The whole daemon config. Unknown keys are errors (a typo must not be silently ignored)."""
 
@@ -201,6 +211,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @classmethod
     def settings_customise_sources(

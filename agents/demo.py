@@ -18,11 +18,15 @@ from typing import Any
 import typer
 import yaml
 
+from agents.auditcheck import verify_audit
 from agents.checkpoint import sqlite_checkpointer
 from agents.compose import build_deps, checkpoint_path
-from agents.config import ConfigError, state_home, validate_settings
+from agents.config import ConfigError, Settings, state_home, validate_settings
 from agents.graph import run_cycle
 from agents.report import report_lines
+from agents.state import ANCHOR_KEY
+from memory.store import Store
+from tools.anchors import ANCHOR_REF
 from tools.seed import Snapshot, branch_diff, list_branches, seed_bare_remote
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "config" / "demo"
@@ -81,6 +85,7 @@ def prepare_workspace(state: Path, now: datetime, out: Any = lambda *a, **k: Non
         "slack": {"enabled": False},
         "scheduler": {"interval": "5m"},
         "detection": {"min_duration": "30m"},
+        "audit": {"anchor_interval": "0s"},   # the demo anchors the audit chain head every cycle
     }
     cfg_path = state / "remediator.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -113,12 +118,27 @@ def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False)
     for b in branches:
         out(f"\n--- {b}  (git --git-dir={remote} diff main...{b})")
         out(branch_diff(remote, "main", b))
+    _show_audit(out, settings)
     out("\nWhere to look next:")
     out(f"  remediator incidents list --config {cfg_path}")
     out(f"  remediator incidents show <incident-id> --config {cfg_path}     # evidence, plan, why")
     out(f"  remediator decisions approve <incident-id> --config {cfg_path}  # merges the PR into main")
     out(f"  remediator audit verify --config {cfg_path}")
     out(f"  git --git-dir={remote} log --all --oneline")
+
+
+def _show_audit(out: Any, settings: Settings) -> None:
+    """The anchor the last cycle wrote, and what `audit verify` says of the chain and the anchors."""
+    store = Store.open_existing(settings.memory.url)
+    try:
+        last = json.loads(store.get_kv(ANCHOR_KEY) or "{}")
+        if last:
+            out(f"\n== audit chain head anchored in the GitOps remote ({ANCHOR_REF}): entry {last['seq']}, "
+                f"sha256 {last['hash'][:16]}..., commit {last['commit'][:12]}")
+        _, _, lines = verify_audit(settings, store)
+        out("== remediator audit verify: " + "; ".join(lines))
+    finally:
+        store.close()
 
 
 def _summary(out: Any, r: dict[str, Any]) -> None:

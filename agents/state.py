@@ -18,6 +18,7 @@ from memory.records import new_id
 from tools.results import FileProblem, ManifestDoc
 
 CURSOR_KEY = "auditlog.cursor"   # store key of the audit-log cursor (observe reads it, record moves it)
+ANCHOR_KEY = "audit.anchor"      # store key of the last audit anchor written: {seq, hash, at, commit}
 
 
 class CycleState(TypedDict, total=False):

@@ -124,6 +124,15 @@ audit_head = Table(
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """A copy of the chain head kept outside the database (a Git commit): entry ``seq`` had ``hash``."""
+
+    seq: int
+    hash: str
+    source: str            # where it was read, e.g. "refs/remediator/audit-anchors@3f9a1c2e"
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     count: int  # entries checked and found intact (all of them when ok)
@@ -221,6 +230,30 @@ class AuditTrail:
             return bad(last, f"entry {last}: does not match the head anchor (seq {head.seq}) "
                              "(replaced or appended outside the trail?)")
         return VerifyResult(ok=True, count=count, first_bad_seq=None, reason=f"chain intact: {count} entries verified")
+
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the last entry (``(0, GENESIS)`` before the first)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).first()
+        return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS)
+
+    def check_anchors(self, anchors: list[Anchor]) -> VerifyResult:
+        """Every anchor must name an entry that exists with exactly that hash. A chain recomputed
+        after an edit (or cut short) passes ``verify()`` but not this: the first anchored entry that
+        disagrees is named."""
+        checked = 0
+        for a in sorted(anchors, key=lambda a: (a.seq, a.source)):
+            with self._engine.connect() as conn:
+                got = conn.execute(select(audit_entries.c.hash).where(audit_entries.c.seq == a.seq)).scalar()
+            if got is None:
+                return VerifyResult(ok=False, count=checked, first_bad_seq=a.seq,
+                                    reason=f"entry {a.seq}: missing, but anchor {a.source} records it (deleted?)")
+            if got != a.hash:
+                return VerifyResult(ok=False, count=checked, first_bad_seq=a.seq,
+                                    reason=f"entry {a.seq}: hash {got[:12]}... disagrees with anchor {a.source} "
+                                           f"({a.hash[:12]}...): the chain was rewritten at or before entry {a.seq}")
+            checked += 1
+        return VerifyResult(ok=True, count=checked, first_bad_seq=None, reason=f"{checked} anchors agree")
 
     def export(self, fp: TextIO) -> int:
         """Write every entry as one JSON line; return how many."""

@@ -12,7 +12,15 @@ from datetime import datetime
 from typing import Protocol
 
 from memory.records import PullRequest
-from tools.results import AuditEvent, CommitInfo, PostedMessage, PublishResult, RepoSnapshot, SignalResult
+from tools.results import (
+    AuditEvent,
+    CommitInfo,
+    PostedMessage,
+    PublishResult,
+    ReadAnchor,
+    RepoSnapshot,
+    SignalResult,
+)
 
 
 class MetricsSource(Protocol):
@@ -96,6 +104,20 @@ class PullRequests(Protocol):
     def reviews(self, *, pr: PullRequest) -> list[tuple[str, str]]:
         """``(user, state)`` of each reviewer's standing verdict in the host (``APPROVED`` or
         ``CHANGES_REQUESTED``); ``[]`` where the host has no reviews (a plain git remote)."""
+
+
+class AuditAnchors(Protocol):
+    """Copies of the audit chain head outside the database (Git commits in the GitOps remote)."""
+
+    @property
+    def location(self) -> str:
+        """Where the anchors are kept (remote and ref), for messages."""
+
+    def write(self, *, seq: int, digest: str, at: datetime) -> str:
+        """Record that audit entry ``seq`` has hash ``digest``; returns the anchor's id (a commit)."""
+
+    def read(self) -> list[ReadAnchor]:
+        """Every anchor that can be reached (anchor commits and remediation-commit trailers)."""
 
 
 class AuditLog(Protocol):

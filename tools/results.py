@@ -35,6 +35,17 @@ class SignalResult:
 
 
 @dataclass(frozen=True)
+class ReadAnchor:
+    """An audit anchor as read back from the GitOps remote."""
+
+    seq: int
+    hash: str
+    source: str                        # "anchor commit <id>" or "trailer of commit <id>"
+    signed: bool = False
+    signature_ok: bool | None = None   # None: no key configured to check it with
+
+
+@dataclass(frozen=True)
 class CommitInfo:
     """One commit of the GitOps repository (``git log``)."""
 

@@ -23,6 +23,7 @@ from agents.incidents import first_audit_seqs, open_pr_of
 from agents.prbody import pr_body, pr_title
 from agents.state import CycleState, err
 from memory.records import FieldEdit, Incident, PullRequest, RemediationPlan, branch_name
+from tools.anchors import head_trailer
 from tools.errors import ToolError
 
 EditKey = tuple[str, str, str, tuple[str | int, ...]]
@@ -88,7 +89,7 @@ def propose(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
             res = retrying(deps, f"publish {branch}", partial(
                 deps.prs.publish, branch=branch, title=title, body=body, files=files,
                 message=f"{title}\n\n" + "\n".join(f"Incident {i.id} ({i.kind}, fingerprint {i.fingerprint})" for i in incidents)
-                + f"\nPlan {lead.id}: {lead.rationale}",
+                + f"\nPlan {lead.id}: {lead.rationale}\n\n{head_trailer(*deps.store.audit.head())}",
                 incident_ids=[i.id for i in incidents], labels=("remediator", *sorted({i.kind for i in incidents})),
                 existing=target))
         except ToolError as e:

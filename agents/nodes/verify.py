@@ -15,6 +15,7 @@ from agents.state import CycleState, err
 from agents.verify import REVERT_KEY, inverse_edits
 from agents.verify import check as verify_check
 from memory.records import Finding, revert_branch_name
+from tools.anchors import head_trailer
 from tools.errors import ToolError
 
 
@@ -55,7 +56,8 @@ def verify(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
             title = revert_title(pr)
             res = retrying(deps, f"publish {branch}", partial(
                 deps.prs.publish, branch=branch, title=title, body=revert_body(pr, inc, edits, reason), files=files,
-                message=f"{title}\n\nReverts {pr.branch} for incident {inc.id}: {reason}",
+                message=f"{title}\n\nReverts {pr.branch} for incident {inc.id}: {reason}\n\n"
+                        f"{head_trailer(*deps.store.audit.head())}",
                 incident_ids=[inc.id], labels=("remediator", "revert"), existing=deps.store.get_pr_by_branch(branch)))
         except ToolError as e:
             errors.append(err("verify", branch, f"cannot open the revert PR: {e}"))

@@ -167,6 +167,17 @@ class FakeNotifier(Forbidden):
         return self._answer("update_message", **kw)
 
 
+class FakeAnchors(Forbidden):
+    adapter = "anchors"
+    location = "fake-remote.git refs/remediator/audit-anchors"
+
+    def write(self, **kw: Any) -> Any:
+        return self._answer("write", **kw)
+
+    def read(self) -> Any:
+        return self._answer("read")
+
+
 def make_settings(**sections: dict[str, Any]) -> Settings:
     """Minimal valid settings; each keyword replaces one section (``slack={"enabled": True}``)."""
     data: dict[str, Any] = {"gitops": {"remote": "fake-remote.git", "branch": "main", "provider": "local"},

@@ -11,6 +11,7 @@ import pytest
 
 from memory.records import PullRequest
 from tools import protocols
+from tools.anchors import GitAnchors
 from tools.auditlog import JsonLinesAuditLog
 from tools.gitops import GitRepo
 from tools.prometheus import PrometheusSource
@@ -29,6 +30,7 @@ ADAPTERS: list[tuple[type[Any], type[Any]]] = [
     (protocols.PullRequests, GitLabProvider),
     (protocols.AuditLog, JsonLinesAuditLog),
     (protocols.Notifier, SlackNotifier),
+    (protocols.AuditAnchors, GitAnchors),
 ]
 
 

@@ -3,14 +3,16 @@ keeps the run-once JSON contract."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 
 from agents.nodes.record import build_report, record
-from agents.state import CURSOR_KEY
+from agents.state import ANCHOR_KEY, CURSOR_KEY
 from memory.records import Finding, Incident, PullRequest, fingerprint
-from tests.fakes.cycle import T0, cycle_state, make_deps, run
+from tests.fakes.cycle import T0, FakeAnchors, cycle_state, make_deps, make_settings, run
+from tools.errors import TemporaryError
 
 SERVICE = "ml-serving/image-captioner"
 CONTRACT = {"cycle_id", "started_at", "findings", "incidents", "pull_requests", "notifications", "errors"}
@@ -71,3 +73,34 @@ def test_the_report_has_the_contract_keys_and_what_changed_this_cycle() -> None:
     assert [i["id"] for i in report["incidents"]] == [resolved_now.id, active.id]   # oldest first
     assert [p["id"] for p in report["pull_requests"]] == [merged_now.id]
     assert (report["errors"], report["notifications"]) == (errors, notes)
+
+
+def test_the_chain_head_is_anchored_when_it_moved_and_the_interval_passed() -> None:
+    anchors = FakeAnchors(write=lambda **kw: "c0ffee" * 6 + "abcd")
+    deps = make_deps(anchors=anchors, settings=make_settings(audit={"anchor_interval": "1h"}))
+    deps.store.audit.append(stage="test", action="seen")
+    seq, digest = deps.store.audit.head()
+
+    assert run(record, cycle_state(), deps) == {}
+    assert anchors.called("write") == [{"seq": seq, "digest": digest, "at": T0}]
+    assert {k: v for k, v in json.loads(deps.store.get_kv(ANCHOR_KEY) or "{}").items()
+            if k != "commit"} == {"seq": seq, "hash": digest, "at": T0.isoformat()}
+    assert [e.action for e in deps.store.audit.entries() if e.stage == "record"] == ["anchored", "cycle_finished"]
+
+    run(record, cycle_state(at=T0 + timedelta(minutes=30)), deps)   # moved, but within the interval
+    assert len(anchors.called("write")) == 1
+    run(record, cycle_state(at=T0 + timedelta(hours=2)), deps)      # moved and due
+    assert len(anchors.called("write")) == 2
+
+    failing = make_deps(anchors=FakeAnchors(write=TemporaryError("remote down")),
+                        settings=make_settings(audit={"anchor_interval": "0s"}), retries=0)
+    failing.store.audit.append(stage="test", action="seen")
+    out = run(record, cycle_state(), failing)
+    assert [(e["stage"], e["source"]) for e in out["errors"]] == [("record", FakeAnchors.location)]
+    assert "cannot anchor the audit chain head" in out["errors"][0]["message"]
+
+
+def test_a_dry_run_never_anchors() -> None:
+    deps = make_deps(anchors=FakeAnchors(), dry_run=True)   # write is forbidden
+    deps.store.audit.append(stage="test", action="seen")
+    run(record, cycle_state(), deps)
