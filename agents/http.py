@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from agents.approvals import decide
+from agents.approvals import NothingToDecide, decide
 from agents.compose import build_deps, build_notifier, build_slack_signature
 from agents.config import ConfigError, Settings
 from agents.deps import Deps
@@ -197,7 +197,7 @@ class _Interactions:
             with self._decide_lock:
                 d = decide(deps, incident_id=incident_id, verdict=verdict, actor=actor, source="slack",
                            reason=f"{'approved' if verdict == 'approve' else 'rejected'} in Slack by <@{user_id}>")
-        except (ToolError, ConfigError) as e:
+        except (ToolError, ConfigError, NothingToDecide) as e:
             msg = scrub(str(e))
             log.warning("Slack %s of %s by %s failed: %s", verdict, incident_id, user_id, msg)
             deps.store.set_kv(ckey, json.dumps({"verdict": verdict, "user": user_id, "state": "failed",
