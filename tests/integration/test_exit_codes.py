@@ -131,3 +131,14 @@ def test_unknown_ids_and_bad_usage_are_exit_2(cycled: tuple[Path, Path], tmp_pat
     assert remediator("incidents", "list", "--no-such-option").returncode == 2
     assert remediator("no-such-command").returncode == 2
     assert remediator("demo", "--cycles", "9").returncode == 2
+
+
+def test_the_other_commands_exit_0_when_done_and_2_on_bad_input(cycled: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg, _ = cycled
+    for args in (("incidents", "list"), ("decisions", "list"), ("audit", "export"), ("audit", "verify", "--chain-only")):
+        proc = remediator(*args, "--config", str(cfg))
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert remediator("nab", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")).returncode == 2
+    assert remediator("serve", "--config", str(tmp_path / "absent.yaml")).returncode == 2
+    assert remediator("daemon", "--config", str(tmp_path / "absent.yaml")).returncode == 2
+    assert remediator("run-once", "--config", str(tmp_path / "absent.yaml")).returncode == 2
