@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
@@ -30,7 +30,7 @@ from agents.nodes.propose import propose
 from agents.nodes.record import build_report, record
 from agents.nodes.verify import verify
 from agents.state import CycleState, new_cycle_state
-from tools.errors import CycleAborted
+from tools.errors import CycleAborted, CycleFailed, scrub
 
 log = logging.getLogger("remediator.graph")
 INFLIGHT_KEY = "cycle.inflight"
@@ -52,8 +52,9 @@ def build_graph(checkpointer: Checkpointer | None) -> CycleGraph:
 
 
 def run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime | None = None) -> dict[str, Any]:
-    """Run one cycle to the end and return its report. A cycle left unfinished by a killed
-    process is resumed (same cycle id, same evaluation time) instead of starting a new one."""
+    """Run one cycle to the end and return its report. A cycle left unfinished by a process that
+    died is resumed (same cycle id, same evaluation time) instead of starting a new one; a cycle
+    whose stage raised is not: it is recorded as failed (CycleFailed) and the next run is fresh."""
     deps = replace(deps, checkpointer=checkpointer)
     graph = build_graph(checkpointer)
     inflight = deps.store.get_kv(INFLIGHT_KEY)
@@ -64,22 +65,43 @@ def run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime | 
             deps.on_progress(f"resuming unfinished cycle {inflight} at {', '.join(snap.next)}")
             deps.store.audit.append(stage="cycle", action="resumed", subject=inflight, cycle_id=inflight,
                                     data={"next": list(snap.next)})
-            final = graph.invoke(None, cfg, context=deps)
+            final = _invoke(deps, graph, None, cfg, cycle_id=inflight, started_at=snap.values.get("started_at"))
             deps.store.set_kv(INFLIGHT_KEY, "")
-            return build_report(deps, cast(CycleState, final))
+            return build_report(deps, final)
     state = new_cycle_state(started_at)
     cfg = {"configurable": {"thread_id": state["cycle_id"]}}
     if not deps.dry_run:
         deps.store.set_kv(INFLIGHT_KEY, state["cycle_id"])
     deps.store.audit.append(stage="cycle", action="started", subject=state["cycle_id"], cycle_id=state["cycle_id"],
                             data={"started_at": state["started_at"], "dry_run": deps.dry_run})
+    final = _invoke(deps, graph, state, cfg, cycle_id=state["cycle_id"], started_at=state["started_at"])
+    deps.store.set_kv(INFLIGHT_KEY, "")
+    return build_report(deps, final)
+
+
+def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *, cycle_id: str,
+            started_at: str | None) -> CycleState:
+    """Run the graph; a stage that raises ends the cycle (recorded, marker cleared, CycleFailed).
+    Only a process that dies (a signal, BaseException) leaves the marker for the next run to resume."""
     try:
-        final = graph.invoke(state, cfg, context=deps)
+        return cast(CycleState, graph.invoke(state, cfg, context=deps))
     except CycleAborted:
         deps.store.set_kv(INFLIGHT_KEY, "")  # nothing was done; the next run starts afresh
         raise
-    deps.store.set_kv(INFLIGHT_KEY, "")
-    return build_report(deps, cast(CycleState, final))
+    except Exception as e:
+        stage = ", ".join(graph.get_state(cfg).next) or "?"
+        message = scrub(f"{type(e).__name__}: {e}")[:500]
+        log.error("cycle %s failed in stage %s: %s", cycle_id, stage, message, exc_info=log.isEnabledFor(logging.DEBUG))
+        deps.store.set_kv(INFLIGHT_KEY, "")
+        deps.store.audit.append(stage="cycle", action="failed", subject=cycle_id, cycle_id=cycle_id,
+                                data={"stage": stage, "error": message})
+        if not deps.dry_run:
+            started = datetime.fromisoformat(started_at) if started_at else datetime.now(UTC)
+            deps.store.save_cycle(cycle_id=cycle_id, started_at=started, finished_at=datetime.now(UTC), report={
+                "cycle_id": cycle_id, "started_at": started_at, "findings": [], "incidents": [], "pull_requests": [],
+                "notifications": [], "errors": [{"stage": stage, "source": "cycle", "message": message}]})
+        raise CycleFailed(f"cycle {cycle_id} failed in stage {stage} ({message}); it is recorded, and the next "
+                          "run starts a fresh cycle") from e
 
 
 __all__ = ["INFLIGHT_KEY", "NODES", "build_graph", "run_cycle"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
-from agents.workloads import Guardrails, Workload, build_workloads, load_guardrails
+from agents.workloads import Budget, Guardrails, Workload, build_workloads, load_budgets, load_guardrails
 from memory.records import new_id
 from tools.results import FileProblem, ManifestDoc
 
@@ -76,14 +76,15 @@ class Views:
     workloads: dict[str, Workload]
     guardrails: Guardrails
     guardrail_problems: list[FileProblem]
-    budgets: list[dict[str, Any]]
+    budgets: list[Budget]
 
 
 def build_views(snapshot: dict[str, Any], policies_dir: str) -> Views:
     docs = effective_docs(snapshot)
     guardrails, problems = load_guardrails(snapshot["guardrails"], policies_dir)
+    budgets, _ = load_budgets(snapshot["budgets"], policies_dir)   # their problems are observe's errors
     return Views(docs=docs, workloads=build_workloads(docs), guardrails=guardrails, guardrail_problems=problems,
-                 budgets=list(snapshot["budgets"]))
+                 budgets=budgets)
 
 
 class ViewCache:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.config import parse_duration
 from memory.records import Incident
@@ -185,28 +185,76 @@ def managed_objects(workloads: dict[str, Workload], manifests: list[ManifestDoc]
     return managed
 
 
-def select_workloads(budget: dict[str, Any], workloads: dict[str, Workload]) -> list[Workload]:
-    sel = budget.get("selector") or {}
+class BudgetSelector(_G):
+    """Which workloads a budget covers: every key given must match (none given: none)."""
+
+    namespace: str | None = None
+    service: str | None = Field(default=None, pattern=r"^[^/]+/[^/]+$")
+    labels: dict[str, str] | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_values_as_text(cls, v: Any) -> Any:
+        return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+
+class Budget(_G):
+    """One entry of ``policies/budgets.yaml``."""
+
+    name: str = Field(min_length=1)
+    selector: BudgetSelector = Field(default_factory=BudgetSelector)
+    monthly_usd: float = Field(gt=0, allow_inf_nan=False)
+    alert_at_percent: float = Field(default=80, gt=0, le=1000, allow_inf_nan=False)
+    action: Literal["alert", "scale_down_noncritical", "cap_max_replicas"] = "alert"
+    resources: tuple[Literal["cpu", "gpu", "memory"], ...] = Field(default=("cpu", "gpu", "memory"), min_length=1)
+
+    @property
+    def service(self) -> str:
+        """How incidents name the budget: ``namespace/*``, ``namespace/name``, or the budget's name."""
+        if self.selector.namespace is not None:
+            return f"{self.selector.namespace}/*"
+        if self.selector.service is not None:
+            return self.selector.service
+        return self.name
+
+
+def load_budgets(raw: list[Any], policies_dir: str = "policies") -> tuple[list[Budget], list[FileProblem]]:
+    """The valid budgets; each invalid one is a problem naming it and its field (it is skipped)."""
+    out: list[Budget] = []
+    problems: list[FileProblem] = []
+    for i, item in enumerate(raw or []):
+        name = item.get("name") if isinstance(item, dict) else None
+        try:
+            out.append(Budget.model_validate(item))
+        except ValidationError as e:
+            where = f"budgets[{i}]" + (f" ({name})" if isinstance(name, str) else "")
+            what = "; ".join(f"{'.'.join(str(x) for x in er['loc']) or 'entry'}: {er['msg']}" for er in e.errors()[:3])
+            problems.append(FileProblem(f"{policies_dir}/budgets.yaml", f"{where}: {what}; this budget is skipped"))
+    return out, problems
+
+
+def select_workloads(budget: Budget, workloads: dict[str, Workload]) -> list[Workload]:
+    sel = budget.selector
+    if sel.namespace is None and sel.service is None and sel.labels is None:
+        return []
     out = []
     for w in workloads.values():
-        if "namespace" in sel and w.namespace != sel["namespace"]:
+        if sel.namespace is not None and w.namespace != sel.namespace:
             continue
-        if "service" in sel and w.key != sel["service"]:
+        if sel.service is not None and w.key != sel.service:
             continue
-        if "labels" in sel and not all(str(w.labels.get(k)) == str(v) for k, v in (sel["labels"] or {}).items()):
-            continue
-        if not sel:
+        if sel.labels is not None and not all(str(w.labels.get(k)) == v for k, v in sel.labels.items()):
             continue
         out.append(w)
     return sorted(out, key=lambda w: w.key)
 
 
-def find_budget(budgets: list[dict[str, Any]], name: object) -> dict[str, Any] | None:
+def find_budget(budgets: list[Budget], name: object) -> Budget | None:
     """The budget named ``name`` in the policies (None when it is gone)."""
-    return next((b for b in budgets if b.get("name") == name), None)
+    return next((b for b in budgets if b.name == name), None)
 
 
-def incident_scope(incident: Incident, budgets: list[dict[str, Any]],
+def incident_scope(incident: Incident, budgets: list[Budget],
                    workloads: dict[str, Workload]) -> list[Workload]:
     """The workloads an incident may change: those its budget selects (a budget breach), else its
     own service. The one answer used by both planners and the guard."""

@@ -43,5 +43,10 @@ class PermanentError(ToolError):
 
 class CycleAborted(Exception):
     """The cycle cannot run (Prometheus or the Git remote unreachable after retries): exit 1. Kept
-    here, not in agents.cycle, so the CLI can catch it without importing the whole cycle (torch,
+    here, not in agents/, so the CLI can catch it without importing the whole cycle (torch,
     scipy) for ``--help`` or a config error."""
+
+
+class CycleFailed(CycleAborted):
+    """A stage of the cycle raised: the cycle ended there, the failure is recorded, and the next
+    run starts a fresh cycle (only a cycle whose process died is resumed): exit 1."""

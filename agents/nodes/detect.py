@@ -19,7 +19,7 @@ from agents.scoring import score_batch
 from agents.state import CycleState, Views, err
 from agents.workloads import Workload, managed_objects, select_workloads
 from memory.records import Finding
-from tools.detectors.budget import BudgetInput, budget_service, detect_budget_breach
+from tools.detectors.budget import BudgetInput, detect_budget_breach
 from tools.detectors.common import InputStats
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
@@ -118,26 +118,18 @@ def _budgets(deps: Deps, views: Views, costs: dict[str, SignalResult], fetch: _F
              errors: list[dict[str, Any]]) -> list[Finding]:
     out: list[Finding] = []
     for b in views.budgets:
-        name = str(b.get("name", "?"))
-        try:
-            monthly = float(b.get("monthly_usd"))  # type: ignore[arg-type]
-            alert = float(b.get("alert_at_percent", 80))
-        except (TypeError, ValueError):
-            errors.append(err("detect", f"budget {name}", "monthly_usd / alert_at_percent must be numbers"))
-            continue
-        resources = tuple(b.get("resources") or ALL_RESOURCES)
         bcosts: dict[str, tuple[object, object]] = {}
         for w in select_workloads(b, views.workloads):
-            res = costs.get(w.key) if set(resources) == set(ALL_RESOURCES) else fetch(
-                f"cost {w.key} {resources}", partial(deps.metrics.workload_cost, namespace=w.namespace, name=w.name,
-                                                     start=start, end=now, step_s=step, resources=resources))
+            res = costs.get(w.key) if set(b.resources) == set(ALL_RESOURCES) else fetch(
+                f"cost {w.key} {b.resources}", partial(deps.metrics.workload_cost, namespace=w.namespace, name=w.name,
+                                                       start=start, end=now, step_s=step, resources=b.resources))
             if res is not None and res.first is not None:
                 bcosts[w.key] = (res.first.timestamps, res.first.values)
         if bcosts:
-            evaluated.add(f"budget_breach|{budget_service(b)}")
-        f = detect_budget_breach(BudgetInput(name=name, service=budget_service(b), monthly_usd=monthly,
-                                             alert_at_percent=alert, action=str(b.get("action", "alert")),
-                                             costs=bcosts, resources=resources), now=now.timestamp(), stats=stats)
+            evaluated.add(f"budget_breach|{b.service}")
+        f = detect_budget_breach(BudgetInput(name=b.name, service=b.service, monthly_usd=b.monthly_usd,
+                                             alert_at_percent=b.alert_at_percent, action=b.action,
+                                             costs=bcosts, resources=b.resources), now=now.timestamp(), stats=stats)
         if f is not None:
             out.append(f)
     return out

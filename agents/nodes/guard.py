@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import partial
-from typing import Any
 
 from langgraph.runtime import Runtime
 
@@ -17,7 +16,7 @@ from agents.incidents import open_pr_of, same_fingerprint
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.planners.fallback import guard_or_fallback
 from agents.state import CycleState
-from agents.workloads import Workload, incident_scope
+from agents.workloads import Budget, Workload, incident_scope
 from memory.records import Incident, RemediationPlan
 
 
@@ -60,7 +59,7 @@ def guard(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     return {"plans": out}
 
 
-def _scope(inc: Incident, budgets: list[dict[str, Any]], workloads: dict[str, Workload]) -> set[str]:
+def _scope(inc: Incident, budgets: list[Budget], workloads: dict[str, Workload]) -> set[str]:
     """The services the plan may change: the incident's own (even when gone from Git), or those of
     its budget."""
     scope = {w.key for w in incident_scope(inc, budgets, workloads)}

@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 
 from agents.deps import Deps, audit, now_of, retrying
 from agents.state import CURSOR_KEY, CycleState, err
-from agents.workloads import dig, load_guardrails
+from agents.workloads import dig, load_budgets, load_guardrails
 from tools import kustomize
 from tools.errors import CycleAborted, ToolError
 from tools.results import AuditEvent, ManifestDoc
@@ -37,7 +37,8 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     for p in snap.problems:
         errors.append(err("observe", p.path, str(p)))
     _, gproblems = load_guardrails(snap.guardrails, deps.settings.gitops.policies_dir)
-    errors += [err("observe", p.path, str(p)) for p in gproblems]
+    _, bproblems = load_budgets(snap.budgets, deps.settings.gitops.policies_dir)
+    errors += [err("observe", p.path, str(p)) for p in [*gproblems, *bproblems]]
 
     cursor = deps.store.get_kv(CURSOR_KEY)
     since = now - deps.settings.auditlog.initial_lookback

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agents.workloads import Guardrails, Workload, dig, find_budget, incident_scope
+from agents.workloads import Budget, Guardrails, Workload, dig, find_budget, incident_scope
 from memory.records import FieldEdit, Incident, RemediationPlan
 from playbooks.schema import Playbook
 
@@ -19,7 +19,7 @@ PreviousModel = Callable[[Workload], dict[str, Any] | None]
 class PlanContext:
     workloads: dict[str, Workload]
     guardrails: Guardrails
-    budgets: list[dict[str, Any]]
+    budgets: list[Budget]
     playbooks: dict[str, Playbook]
     previous_model: PreviousModel
 
@@ -145,7 +145,7 @@ def _plan_rightsize(incident: Incident, ctx: PlanContext, w: Workload) -> Remedi
 def _plan_budget(incident: Incident, ctx: PlanContext) -> RemediationPlan:
     ev = incident.evidence
     budget = find_budget(ctx.budgets, ev.get("budget"))
-    action = str((budget or {}).get("action", "alert"))
+    action = budget.action if budget is not None else "alert"
     head = (f"Budget {ev.get('budget')}: projected ${ev.get('projected_monthly_usd')}/month = "
             f"{ev.get('projected_percent')}% of ${ev.get('monthly_usd')} (alert at {ev.get('alert_at_percent')}%).")
     if budget is None or action == "alert":

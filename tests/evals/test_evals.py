@@ -43,7 +43,7 @@ from agents.planners.fallback import guard_or_fallback
 from agents.planners.ledger import MemoryUsageLedger
 from agents.planners.llm import LLMPlanner
 from agents.planners.tools import PlannerTools
-from agents.workloads import build_workloads, load_guardrails
+from agents.workloads import build_workloads, load_budgets, load_guardrails
 from memory.records import Incident, RemediationPlan, fingerprint
 from playbooks.loader import load_playbooks
 from tests.fakes.openai_server import ScriptedOpenAIServer
@@ -144,7 +144,9 @@ def build(case: dict[str, Any]) -> Built:
     g, problems = load_guardrails(case.get("guardrails") or {})
     assert not problems, problems
     prev = case.get("previous_model") or {}
-    pctx = PlanContext(workloads=wl, guardrails=g, budgets=list(case.get("budgets") or []), playbooks=BOOKS,
+    budgets, bproblems = load_budgets(list(case.get("budgets") or []))
+    assert not bproblems, bproblems
+    pctx = PlanContext(workloads=wl, guardrails=g, budgets=budgets, playbooks=BOOKS,
                        previous_model=lambda w: prev.get(w.key))
     gctx = GuardContext(guardrails=g, playbooks=BOOKS, workloads=wl)
     ev = _materialise(case.get("evidence") or {}, case["name"])

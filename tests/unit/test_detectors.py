@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.detectors.budget import BudgetInput, budget_service, detect_budget_breach
+from agents.workloads import Budget
+from tools.detectors.budget import BudgetInput, detect_budget_breach
 from tools.detectors.common import InputStats, counter_increase
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift, js_distance
@@ -185,9 +186,11 @@ def test_budget_projection_and_evidence() -> None:
 
 
 def test_budget_service_names() -> None:
-    assert budget_service({"name": "x", "selector": {"namespace": "ml"}}) == "ml/*"
-    assert budget_service({"name": "x", "selector": {"service": "ml/a"}}) == "ml/a"
-    assert budget_service({"name": "gpu-team", "selector": {"labels": {"team": "a"}}}) == "gpu-team"
+    def service(raw: dict[str, object]) -> str:
+        return Budget.model_validate({"monthly_usd": 1, **raw}).service
+    assert service({"name": "x", "selector": {"namespace": "ml"}}) == "ml/*"
+    assert service({"name": "x", "selector": {"service": "ml/a"}}) == "ml/a"
+    assert service({"name": "gpu-team", "selector": {"labels": {"team": "a"}}}) == "gpu-team"
 
 
 def test_budget_bad_numbers_are_rejected() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from agents.guard import GuardContext, check
 from agents.planners.deterministic import PlanContext, plan
-from agents.workloads import Guardrails, build_workloads, load_guardrails
+from agents.workloads import Guardrails, build_workloads, load_budgets, load_guardrails
 from memory.records import FieldEdit, Incident, RemediationPlan, fingerprint
 from playbooks.loader import load_playbooks
 from tools.results import ManifestDoc
@@ -35,7 +35,9 @@ def ctx_for(*docs: ManifestDoc, g: Guardrails | None = None, budgets: list[dict[
             prev: dict[str, Any] | None = None) -> tuple[PlanContext, GuardContext]:
     wl = build_workloads(list(docs))
     g = g or Guardrails()
-    return (PlanContext(workloads=wl, guardrails=g, budgets=budgets or [], playbooks=BOOKS, previous_model=lambda w: prev),
+    typed, problems = load_budgets(budgets or [])
+    assert not problems, problems
+    return (PlanContext(workloads=wl, guardrails=g, budgets=typed, playbooks=BOOKS, previous_model=lambda w: prev),
             GuardContext(guardrails=g, playbooks=BOOKS, workloads=wl))
 
 

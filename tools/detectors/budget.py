@@ -43,15 +43,6 @@ class BudgetInput:
     resources: tuple[str, ...] = ("cpu", "gpu", "memory")
 
 
-def budget_service(budget: dict[str, Any]) -> str:
-    sel = budget.get("selector") or {}
-    if "namespace" in sel:
-        return f"{sel['namespace']}/*"
-    if "service" in sel:
-        return str(sel["service"])
-    return str(budget.get("name", "budget"))
-
-
 def detect_budget_breach(b: BudgetInput, *, now: float, stats: InputStats | None = None) -> Finding | None:
     stats = stats if stats is not None else InputStats()
     ok_numbers = isinstance(b.monthly_usd, int | float) and isinstance(b.alert_at_percent, int | float)
