@@ -82,6 +82,8 @@ def _print_json(doc: Any) -> None:
 @app.command("run-once")
 def run_once(config: ConfigOpt, json_out: JsonOpt = False,
              dry_run: Annotated[bool, typer.Option("--dry-run", help="plan and print PRs (diff + body); push nothing, record no cursor")] = False,
+             wait: Annotated[bool, typer.Option("--wait", help="if another process is running a cycle on this "
+                                                "store, wait for it instead of exiting 1")] = False,
              verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run one full cycle now (evaluated at the wall-clock time it starts) and report it."""
     setup_logging(verbose)
@@ -91,7 +93,7 @@ def run_once(config: ConfigOpt, json_out: JsonOpt = False,
     settings = _settings(config)
     deps = build_deps(settings, dry_run=dry_run, on_progress=lambda m: log.info(m))
     with cycle_checkpointer(settings, dry_run=dry_run) as cp:
-        report = run_cycle(deps, cp)
+        report = run_cycle(deps, cp, wait=wait)
     if json_out:
         _print_json(report)
     else:
@@ -328,7 +330,7 @@ def serve(config: ConfigOpt,
 
 
 def main() -> None:
-    from memory.errors import StoreMissing
+    from memory.errors import StoreBusy, StoreMissing
     from tools.errors import CycleAborted, ToolError, scrub
 
     try:
@@ -340,6 +342,9 @@ def main() -> None:
     except StoreMissing as e:
         sys.stderr.write(f"remediator: {scrub(str(e))}\n")
         sys.exit(2)
+    except StoreBusy as e:
+        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
+        sys.exit(1)
     except (ConfigError, Exit) as e:
         code = getattr(e, "code", 2)
         sys.stderr.write(f"remediator: {scrub(str(e))}\n")

@@ -14,6 +14,7 @@ from agents.checkpoint import open_checkpointer
 from agents.compose import build_deps, open_store
 from agents.config import Settings
 from agents.graph import run_cycle
+from memory.errors import StoreBusy
 from tools.errors import CycleAborted, ToolError
 
 log = logging.getLogger("remediator.daemon")
@@ -33,6 +34,8 @@ def run_daemon(settings: Settings) -> None:
                 report = run_cycle(deps, cp)
             log.info("cycle %s: %d findings, %d incidents, %d PRs, %d errors", report["cycle_id"],
                      len(report["findings"]), len(report["incidents"]), len(report["pull_requests"]), len(report["errors"]))
+        except StoreBusy as e:
+            log.warning("skipping this tick: %s", e)
         except (CycleAborted, ToolError) as e:
             log.error("cycle could not run: %s (next try in %s)", e, settings.scheduler.interval)
         except Exception:

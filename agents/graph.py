@@ -11,6 +11,8 @@ unfinished thread first.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -51,10 +53,18 @@ def build_graph(checkpointer: Checkpointer | None) -> CycleGraph:
     return g.compile(checkpointer=checkpointer)
 
 
-def run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime | None = None) -> dict[str, Any]:
-    """Run one cycle to the end and return its report. A cycle left unfinished by a process that
-    died is resumed (same cycle id, same evaluation time) instead of starting a new one; a cycle
-    whose stage raised is not: it is recorded as failed (CycleFailed) and the next run is fresh."""
+def run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime | None = None,
+              wait: bool = False) -> dict[str, Any]:
+    """Run one cycle to the end and return its report, holding the store's cycle lock (another
+    process running a cycle on the same store: StoreBusy naming it, or wait with ``wait``). A cycle
+    left unfinished by a process that died is resumed (same cycle id, same evaluation time); a
+    cycle whose stage raised is not: it is recorded as failed (CycleFailed) and the next run is fresh."""
+    owner = f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z"
+    with deps.store.cycle_lock(owner=owner, wait=wait):
+        return _run_cycle(deps, checkpointer, started_at=started_at)
+
+
+def _run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime | None) -> dict[str, Any]:
     deps = replace(deps, checkpointer=checkpointer)
     graph = build_graph(checkpointer)
     inflight = deps.store.get_kv(INFLIGHT_KEY)

@@ -8,7 +8,10 @@ migrations in ``memory/migrations`` (run by :meth:`Store.migrate`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import fcntl
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,12 +40,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
 from memory.audit import AuditTrail, UTCDateTime, audit_entries, audit_head, to_jsonable
-from memory.errors import StoreMissing
+from memory.errors import StoreBusy, StoreMissing
 from memory.records import ACTIVE_STATUSES, Decision, Incident, PullRequest, RemediationPlan
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATE_LOCK = 0x72656D6564  # pg_advisory_xact_lock key: one migrating replica at a time
+_CYCLE_LOCK = 0x72656D63      # pg_advisory_lock class key (int4): one cycle at a time per store (schema)
+_LOCK_OWNER_KEY = "cycle.lock.owner"
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -134,6 +139,7 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 class Store:
     def __init__(self, url: str) -> None:
+        self._url = url
         self._display = make_url(url).render_as_string(hide_password=True)
         self.engine = make_engine(url)
         self._audit = AuditTrail(self.engine)
@@ -336,6 +342,55 @@ class Store:
         with self.engine.begin() as conn:  # compare-and-swap: only if nobody retook it meanwhile
             return bool(conn.execute(
                 update(kv).where(kv.c.key == key, kv.c.value == old).values(value=value)).rowcount == 1)
+
+    # -- one cycle at a time ------------------------------------------------------------------
+
+    @contextmanager
+    def cycle_lock(self, *, owner: str, wait: bool = False, poll_s: float = 1.0) -> Iterator[None]:
+        """Hold the store's cycle lock for the block: a file lock beside a SQLite file, a session
+        advisory lock on PostgreSQL (released by the database if the process dies). Taken: StoreBusy
+        naming the holder, or, with ``wait``, block until it is free. An in-memory store needs none."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                # keyed by the schema too: stores in other schemas of the same database are others
+                take = text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))")
+                while not conn.execute(take, {"k": _CYCLE_LOCK}).scalar():
+                    if not wait:
+                        raise StoreBusy(self.get_kv(_LOCK_OWNER_KEY) or "holder unknown")
+                    time.sleep(poll_s)
+                conn.commit()   # the advisory lock is the session's: no transaction stays open
+                self.set_kv(_LOCK_OWNER_KEY, owner)
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"), {"k": _CYCLE_LOCK})
+                    conn.commit()
+            return
+        db = make_url(self._url).database
+        if not db or db == ":memory:" or db.startswith("file:"):
+            yield
+            return
+        path = Path(f"{db}.cycle.lock")
+        with path.open("a+") as fp:
+            while True:
+                try:
+                    fcntl.flock(fp.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        fp.seek(0)
+                        raise StoreBusy(fp.read().strip() or "holder unknown") from None
+                    time.sleep(poll_s)
+            fp.seek(0)
+            fp.truncate()
+            fp.write(owner)
+            fp.flush()
+            try:
+                yield
+            finally:
+                fp.seek(0)
+                fp.truncate()
+                fcntl.flock(fp.fileno(), fcntl.LOCK_UN)
 
     # -- cycles -------------------------------------------------------------------------------
 

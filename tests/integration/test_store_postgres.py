@@ -148,3 +148,18 @@ def test_concurrent_appends_yield_one_valid_chain(db: Store, schema_url: str) ->
     r = db.audit.verify()
     assert r.ok and r.count == 2 * n, r.reason
     assert sorted(e.action for e in db.audit.entries()) == ["a"] * n + ["b"] * n
+
+
+def test_one_cycle_at_a_time_per_store(schema_url: str) -> None:
+    from memory.errors import StoreBusy
+
+    a, b = Store.open(schema_url), Store.open(schema_url)
+    try:
+        with a.cycle_lock(owner="pid 1 on host-a"):
+            with pytest.raises(StoreBusy, match="pid 1 on host-a"), b.cycle_lock(owner="pid 2 on host-b"):
+                pass
+        with b.cycle_lock(owner="pid 2 on host-b"):   # released: the next one gets it
+            pass
+    finally:
+        a.close()
+        b.close()
