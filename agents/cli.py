@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from agents.config import ConfigError, Settings, env_log_level, load_settings, local_user
+from tools.errors import printable, scrub
 
 if TYPE_CHECKING:
     from memory.store import Store
@@ -61,9 +63,31 @@ class Exit(Exception):
         self.code = code
 
 
+class SafeLogFilter(logging.Filter):
+    """Every log line, ours and every library's (slack_sdk's retries, urllib3, git): credentials
+    scrubbed, and in the values a message formats (data, possibly from outside) control characters
+    and newlines shown as escapes, so a user name from an audit log cannot forge a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        def clean(a: object) -> object:
+            return printable(scrub(a)) if isinstance(a, str) else a
+
+        if isinstance(record.args, Mapping):
+            record.args = {k: clean(v) for k, v in record.args.items()}
+        elif isinstance(record.args, tuple):
+            record.args = tuple(clean(a) for a in record.args)
+        record.msg = scrub(str(record.msg))
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        return True
+
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else getattr(logging, env_log_level(), logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SafeLogFilter) for f in handler.filters):
+            handler.addFilter(SafeLogFilter())
     for noisy in ("urllib3", "git", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -105,7 +129,7 @@ def _print_report(r: dict[str, Any]) -> None:
 
     typer.echo(f"cycle {r['cycle_id']} at {r['started_at']}")
     for line in report_lines(r):
-        typer.echo(line)
+        _line(line)
 
 
 @app.command()
@@ -131,6 +155,12 @@ def demo(state_dir: Annotated[Path | None, typer.Option("--state-dir", help="whe
 
 # ----------------------------------------------------------------------------- incidents
 
+def _line(text: str) -> None:
+    """One line of human output built from data: control characters and newlines shown as escapes
+    (a summary or an audit-log user name cannot move the cursor or fake another line)."""
+    typer.echo(printable(text))
+
+
 def _store(config: Path) -> Store:
     """The existing store (read-only commands never create one: a wrong path is exit 2)."""
     from agents.compose import open_existing_store
@@ -152,7 +182,7 @@ def incidents_list(config: ConfigOpt, json_out: JsonOpt = False,
     if not items:
         typer.echo("no incidents" + ("" if all_ else " (active); --all shows resolved ones too"))
     for i in items:
-        typer.echo(f"{i.id}  {i.status:<9} {i.severity:<8} {i.kind:<18} {i.service:<40} {i.summary[:100]}")
+        _line(f"{i.id}  {i.status:<9} {i.severity:<8} {i.kind:<18} {i.service:<40} {i.summary[:100]}")
 
 
 @incidents_app.command("show")
@@ -171,18 +201,20 @@ def incidents_show(incident_id: str, config: ConfigOpt, json_out: JsonOpt = Fals
     if json_out:
         _print_json(doc)
         return
-    typer.echo(f"{inc.id} {inc.kind} {inc.service} [{inc.severity}] {inc.status}\n  {inc.summary}")
-    typer.echo(f"  opened {inc.opened_at:%Y-%m-%d %H:%M}Z, last seen {inc.last_seen_at:%Y-%m-%d %H:%M}Z, fingerprint {inc.fingerprint}")
-    typer.echo("  evidence: " + json.dumps({k: v for k, v in inc.evidence.items() if k != "points"}, default=str)[:1500])
+    _line(f"{inc.id} {inc.kind} {inc.service} [{inc.severity}] {inc.status}")
+    _line(f"  {inc.summary}")
+    _line(f"  opened {inc.opened_at:%Y-%m-%d %H:%M}Z, last seen {inc.last_seen_at:%Y-%m-%d %H:%M}Z, fingerprint {inc.fingerprint}")
+    _line("  evidence: " + json.dumps({k: v for k, v in inc.evidence.items() if k != "points"}, default=str)[:1500])
     if plan:
-        typer.echo(f"  plan {plan.id}: {plan.playbook} by {plan.planner} planner; guard: {plan.guard_verdict} "
-                   f"{'; '.join(plan.guard_reasons)}\n  why: {plan.rationale}")
+        _line(f"  plan {plan.id}: {plan.playbook} by {plan.planner} planner; guard: {plan.guard_verdict} "
+              f"{'; '.join(plan.guard_reasons)}")
+        _line(f"  why: {plan.rationale}")
         for e in plan.edits:
-            typer.echo(f"    {e.file} {e.doc_kind}/{e.doc_name} {'.'.join(map(str, e.path))}: {e.old} -> {e.new}")
+            _line(f"    {e.file} {e.doc_kind}/{e.doc_name} {'.'.join(map(str, e.path))}: {e.old} -> {e.new}")
     for p in prs:
-        typer.echo(f"  PR {p.id} {p.status} {p.branch} {p.url}")
+        _line(f"  PR {p.id} {p.status} {p.branch} {p.url}")
     for d in decisions:
-        typer.echo(f"  decision {d.id}: {d.verdict} by {d.actor} via {d.source} at {d.at:%Y-%m-%d %H:%M}Z {d.reason}")
+        _line(f"  decision {d.id}: {d.verdict} by {d.actor} via {d.source} at {d.at:%Y-%m-%d %H:%M}Z {d.reason}")
 
 
 # ----------------------------------------------------------------------------- decisions
@@ -198,10 +230,10 @@ def decisions_list(config: ConfigOpt, json_out: JsonOpt = False) -> None:
         return
     typer.echo(f"pending: {len(pending)}")
     for i in pending:
-        typer.echo(f"  {i.id} {i.kind} {i.service}: {i.summary[:120]}")
+        _line(f"  {i.id} {i.kind} {i.service}: {i.summary[:120]}")
     typer.echo(f"decisions: {len(past)}")
     for d in past:
-        typer.echo(f"  {d.id} {d.verdict} {d.incident_id} by {d.actor} via {d.source} at {d.at:%Y-%m-%d %H:%M}Z")
+        _line(f"  {d.id} {d.verdict} {d.incident_id} by {d.actor} via {d.source} at {d.at:%Y-%m-%d %H:%M}Z")
 
 
 @decisions_app.command("show")
@@ -216,11 +248,12 @@ def decisions_show(decision_id: str, config: ConfigOpt, json_out: JsonOpt = Fals
         _print_json({**d.model_dump(mode="json"), "plan": plan.model_dump(mode="json") if plan else None})
     else:
         pr = f"PR {d.pr_id}" if d.pr_id else "no PR"
-        typer.echo(f"{d.id} {d.verdict} incident {d.incident_id} ({pr}) by {d.actor} via {d.source} at {d.at}: {d.reason}")
+        _line(f"{d.id} {d.verdict} incident {d.incident_id} ({pr}) by {d.actor} via {d.source} at {d.at}: {d.reason}")
         plan = store.get_plan(d.plan_id) if d.plan_id else None
         if plan is not None:
-            typer.echo(f"  plan {plan.id}: {plan.playbook} by the {plan.planner} planner ({plan.planner_reason})\n"
-                       f"  why: {plan.rationale}\n  guard: {plan.guard_verdict} {'; '.join(plan.guard_reasons)}")
+            _line(f"  plan {plan.id}: {plan.playbook} by the {plan.planner} planner ({plan.planner_reason})")
+            _line(f"  why: {plan.rationale}")
+            _line(f"  guard: {plan.guard_verdict} {'; '.join(plan.guard_reasons)}")
 
 
 def _decide(config: Path, incident_id: str, verdict: str, actor: str | None, reason: str, json_out: bool) -> None:

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from tools.errors import scrub
+from tools.errors import scrub, without_userinfo
 
 _DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 
@@ -245,7 +245,8 @@ class Settings(BaseSettings):
     def workdir(self) -> Path:
         if self.gitops.workdir is not None:
             return self.gitops.workdir
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.gitops.remote).strip("-")[-60:]
+        remote, _, _ = without_userinfo(self.gitops.remote)   # a password never names a folder
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", remote).strip("-")[-60:]
         return self.state_dir / "git" / slug
 
 

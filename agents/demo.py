@@ -27,6 +27,7 @@ from agents.report import report_lines
 from agents.state import ANCHOR_KEY
 from memory.store import Store
 from tools.anchors import ANCHOR_REF
+from tools.errors import printable
 from tools.seed import Snapshot, branch_diff, list_branches, seed_bare_remote
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "config" / "demo"
@@ -143,4 +144,4 @@ def _show_audit(out: Any, settings: Settings) -> None:
 
 def _summary(out: Any, r: dict[str, Any]) -> None:
     for line in report_lines(r, indent="  "):
-        out(line)
+        out(printable(line))

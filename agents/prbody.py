@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from memory.records import FieldEdit, Incident, PullRequest, RemediationPlan
 from playbooks.schema import Playbook
+from tools.errors import printable
 
 FENCE = "```"
 
@@ -18,6 +20,33 @@ def pr_title(plan: RemediationPlan, incidents: list[Incident]) -> str:
         f"{'.'.join(map(str, e.path[-1:]))} {e.old} -> {e.new}" for e in plan.edits[:3]
     )
     return f"remediator: {plan.playbook.replace('_', ' ')} for {head.service} ({changes})"[:200]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def md_text(text: str) -> str:
+    """Untrusted text (summaries, rationales, anything from the data or a model) as Markdown that
+    shows it literally: HTML escaped (no raw tags), Markdown punctuation escaped (no links, images,
+    emphasis or headings), ``://`` broken so no bare URL is auto-linked, ``@`` followed by a
+    zero-width space so no user or team is mentioned, newlines and control characters as escapes."""
+    text = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("://", ":\\/\\/").replace("@", "@\u200b")
+
+
+def code_span(text: str) -> str:
+    """``text`` as an inline code span that cannot be closed early by backticks in it."""
+    text = printable(text)
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def fenced(text: str, info: str = "") -> list[str]:
+    """``text`` as a fenced code block whose fence is longer than any backtick run inside it."""
+    fence = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return [f"{fence}{info}", text, fence]
 
 
 def _chart(ev: dict[str, Any]) -> str:
@@ -34,15 +63,16 @@ def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook
             plans: list[RemediationPlan] | None = None, audit_seqs: list[int] | None = None) -> str:
     lines = ["## What remediator saw", ""]
     for inc in incidents:
-        lines.append(f"- **{inc.kind}** on `{inc.service}` ({inc.severity}): {inc.summary}")
+        lines.append(f"- **{inc.kind}** on {code_span(inc.service)} ({inc.severity}): {md_text(inc.summary)}")
     ev = incidents[0].evidence
-    lines += ["", "<details><summary>Evidence</summary>", "", f"{FENCE}json",
-              json.dumps({k: v for k, v in ev.items() if k != "points"}, indent=1, default=str)[:4000],
-              FENCE, "</details>", _chart(ev), "## What this PR changes", ""]
+    lines += ["", "<details><summary>Evidence</summary>", "",
+              *fenced(json.dumps({k: v for k, v in ev.items() if k != "points"}, indent=1, default=str)[:4000], "json"),
+              "</details>", _chart(ev), "## What this PR changes", ""]
     for e in plan.edits:
-        lines.append(f"- `{e.file}` {e.doc_kind}/{e.doc_name} `{'.'.join(map(str, e.path))}`: `{e.old}` -> `{e.new}`")
+        lines.append(f"- {code_span(e.file)} {md_text(f'{e.doc_kind}/{e.doc_name}')} "
+                     f"{code_span('.'.join(map(str, e.path)))}: {code_span(str(e.old))} -> {code_span(str(e.new))}")
     for x in plans or [plan]:
-        lines += ["", f"**Playbook:** `{x.playbook}` (planner: {x.planner})", "", f"**Why:** {x.rationale}"]
+        lines += ["", f"**Playbook:** `{x.playbook}` (planner: {x.planner})", "", f"**Why:** {md_text(x.rationale)}"]
     lines.append("")
     if "extra_usd_per_month" in ev:
         lines.append(f"**Expected effect:** about ${ev['extra_usd_per_month']:,.0f}/month of excess spend removed.")

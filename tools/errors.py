@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(authorization:\s*)(bearer|token|basic)\s+\S+"),
@@ -10,6 +13,23 @@ _SECRET_PATTERNS = [
     re.compile(r"((?:https?://)?)[^/@\s:]+:[^/@\s]+@"),   # user:password@host, with or without a scheme
     re.compile(r"\b(xox[abprs]-[A-Za-z0-9-]+|gh[pousr]_[A-Za-z0-9]{20,}|glpat-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9_-]{20,})\b"),
 ]
+
+
+def without_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``(url without user:password@, user, password)`` for an http(s) URL (decoded); other URLs
+    come back unchanged with no credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), unquote(user), unquote(password)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (newlines included) shown as escapes, so untrusted text
+    cannot forge log lines or drive a terminal."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 def scrub(text: str) -> str:

@@ -8,16 +8,18 @@ an unreachable remote is a ``TemporaryError``; a missing branch or refused acces
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import git
 from git.exc import GitCommandError, GitCommandNotFound, InvalidGitRepositoryError, NoSuchPathError
 
-from tools.errors import PermanentError, TemporaryError, ToolError, scrub
+from tools.errors import PermanentError, TemporaryError, ToolError, scrub, without_userinfo
 from tools.results import CommitInfo, FileProblem, ManifestDoc, RepoSnapshot
 from tools.yamledit import YamlParseError, get_value, parse_documents
 
@@ -39,7 +41,9 @@ class GitClone:
 
     def __init__(self, *, remote: str, workdir: Path, author_name: str, author_email: str,
                  timeout_s: float = 60) -> None:
-        self.remote = _normalize_remote(remote)
+        # credentials in an https URL never reach .git/config or a folder name: they travel in
+        # each git command's environment as an Authorization header
+        self.remote, user, password = without_userinfo(_normalize_remote(remote))
         self.url = scrub(self.remote)
         self.workdir = Path(workdir).expanduser().absolute()
         self.author_name, self.author_email = author_name, author_email
@@ -49,6 +53,12 @@ class GitClone:
             "GIT_AUTHOR_NAME": author_name, "GIT_AUTHOR_EMAIL": author_email,
             "GIT_COMMITTER_NAME": author_name, "GIT_COMMITTER_EMAIL": author_email,
         }
+        if user is not None:
+            parts = urlsplit(self.remote)
+            cred = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+            self.env.update({"GIT_CONFIG_COUNT": "1",
+                             "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{parts.netloc}/.extraHeader",
+                             "GIT_CONFIG_VALUE_0": f"Authorization: Basic {cred}"})
         self._repo: git.Repo | None = None
 
     @property

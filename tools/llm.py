@@ -164,7 +164,7 @@ class OpenAIChat:
 
     @property
     def name(self) -> str:
-        return f"{self.model} at {self.base_url}"
+        return f"{self.model} at {scrub(self.base_url)}"
 
     def close(self) -> None:
         self._client.close()

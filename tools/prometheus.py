@@ -23,7 +23,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from tools.errors import PermanentError, TemporaryError
+from tools.errors import PermanentError, TemporaryError, scrub
 from tools.results import Series, SignalResult
 
 _COST = ("sum(sum by (node) ({alloc}{{namespace=\"{{namespace}}\",pod=~\"{{pod_regex}}\"}}){scale}"
@@ -129,7 +129,7 @@ class PrometheusSource:
 
     @property
     def name(self) -> str:
-        return self._url
+        return scrub(self._url)
 
     # ------------------------------------------------------------------ HTTP with retries
     def _call(self, fn: Any, query: str) -> Any:

@@ -38,6 +38,12 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def plain(text: str) -> str:
+    """Text built from data (summaries, service names, audit-log users) as Slack mrkdwn that shows
+    it literally: no ``<!channel>``, ``<url|label>`` link or user mention can come from the data."""
+    return _esc(text)
+
+
 def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -52,7 +58,7 @@ def _pr_link(pr: PullRequest) -> str:
 def pr_message_text(*, pr: PullRequest, incidents: Sequence[Incident] = ()) -> str:
     """Plain fallback text (notifications, screen readers) of the PR message."""
     what = "; ".join(f"[{i.severity}] {i.kind} {i.service}" for i in incidents) or ", ".join(pr.incident_ids)
-    return _cut(f"Remediation PR awaiting approval: {pr.title} ({what})", 3000)
+    return _cut(plain(f"Remediation PR awaiting approval: {pr.title} ({what})"), 3000)
 
 
 def pr_message_blocks(*, pr: PullRequest, incidents: Sequence[Incident] = (),

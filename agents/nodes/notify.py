@@ -20,7 +20,7 @@ from agents.deps import Deps, audit
 from agents.state import CycleState, err
 from memory.records import RemediationPlan
 from tools.errors import ToolError
-from tools.slack import outcome_blocks, pr_message_blocks, pr_message_text
+from tools.slack import outcome_blocks, plain, pr_message_blocks, pr_message_text
 
 log = logging.getLogger("remediator.cycle")
 PR_MESSAGE_KEY = "slack.pr_msg:{}"
@@ -49,6 +49,7 @@ def show_outcome(deps: Deps, pr_id: str, text: str) -> None:
         return
     if not isinstance(ref, dict) or not ref.get("channel") or not ref.get("ts"):
         return
+    text = plain(text)   # built from data (kind, service): shown literally
     try:
         deps.notifier.update_message(channel=ref["channel"], ts=ref["ts"], text=text, blocks=outcome_blocks(None, text))
     except ToolError as e:
@@ -93,7 +94,7 @@ def _notify_plans(deps: Deps, state: CycleState) -> tuple[list[dict[str, Any]], 
         summary = f"[{inc.severity}] {inc.summary}. {p.rationale}{why}"
         if deps.notifier is not None and not deps.dry_run:
             try:
-                deps.notifier.notify(channel=channel, text=summary)
+                deps.notifier.notify(channel=channel, text=plain(summary))   # audit-log users etc.: literal
             except ToolError as e:
                 errors.append(err("notify", channel, str(e)))
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 from datetime import UTC, datetime
@@ -379,3 +380,19 @@ def test_rejected_push_is_permanent(remote, tmp_path):
         provider_for(remote, tmp_path).publish(branch=BRANCH, title="t", body="", files={"a.yaml": "a: 1\n"},
                                                message="m", incident_ids=[])
     assert str(remote.bare) in str(info.value) and BRANCH in str(info.value)
+
+
+def test_credentials_in_the_remote_url_never_reach_git_config_or_a_folder_name(tmp_path):
+    from agents.config import validate_settings
+    from tools.gitops import GitClone
+
+    url = "https://bot:s3cr%40t@git.example.invalid/acme/gitops.git"
+    clone = GitClone(remote=url, workdir=tmp_path / "clone", author_name="r", author_email="r@x")
+    clone.repo  # noqa: B018 -- creates the clone's config
+    config = (tmp_path / "clone" / ".git" / "config").read_text()
+    assert "s3cr" not in config and "bot" not in config and "https://git.example.invalid/acme/gitops.git" in config
+    assert clone.env["GIT_CONFIG_KEY_0"] == "http.https://git.example.invalid/.extraHeader"
+    assert clone.env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic " + base64.b64encode(b"bot:s3cr@t").decode()
+    assert "s3cr" not in clone.url
+    settings = validate_settings({"gitops": {"remote": url}, "memory": {"url": f"sqlite:///{tmp_path}/s.db"}})
+    assert "s3cr" not in str(settings.workdir) and "git-example-invalid-acme-gitops-git" in str(settings.workdir)
