@@ -14,7 +14,8 @@ copytruncate copy, or a gzip of it). It is drained from the cursor's offset, the
 rotated after it is read whole (several rotations between two reads), then the live file from its
 start. When the old file cannot be found any more, that is said in ``last_problems``.
 
-Events at stage ``RequestReceived``/``ResponseStarted`` are skipped (the same auditID comes again at
+Only ``audit.k8s.io/v1`` ``Event`` objects count; other lines (another API version or kind) are
+skipped and counted in ``last_problems``. Events at stage ``RequestReceived``/``ResponseStarted`` are skipped (the same auditID comes again at
 ``ResponseComplete``/``Panic``); ``EventList`` lines (webhook batch format) are unpacked.
 """
 
@@ -33,6 +34,7 @@ from tools.results import AuditEvent
 
 _HEAD = 256
 _SKIP_STAGES = {"RequestReceived", "ResponseStarted"}
+AUDIT_API_VERSION = "audit.k8s.io/v1"
 
 
 def _aware(t: datetime) -> datetime:
@@ -118,6 +120,7 @@ class JsonLinesAuditLog:
 
     def read(self, *, cursor: str | None, since: datetime) -> tuple[list[AuditEvent], str]:
         self.last_problems = []
+        self._foreign: list[str] = []
         state, since = self._decode(cursor), _aware(since)
         events: list[AuditEvent] = []
         new_state: dict[str, dict[str, Any]] = {}
@@ -140,6 +143,9 @@ class JsonLinesAuditLog:
                 self.last_problems.append(f"{path}: cannot read audit log: {e.strerror or e}")
                 if prev is not None:
                     new_state[str(path)] = prev  # keep the position for when it is back
+        if self._foreign:
+            self.last_problems.append(f"{len(self._foreign)} line(s) were not {AUDIT_API_VERSION} Events and were "
+                                      f"skipped (first: {self._foreign[0]})")
         events.sort(key=lambda e: e.at)
         return events, json.dumps(new_state, sort_keys=True)
 
@@ -184,10 +190,19 @@ class JsonLinesAuditLog:
     def _parse(self, raw: bytes, where: str, since: datetime | None) -> list[AuditEvent]:
         try:
             obj = json.loads(raw)
-            items = obj.get("items") if isinstance(obj, dict) and obj.get("kind") == "EventList" else [obj]
+            is_list = isinstance(obj, dict) and obj.get("kind") == "EventList"
+            items = obj.get("items") if is_list else [obj]
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise ValueError("not a JSON object")
-            out = [parse_event(i) for i in items if i.get("stage") not in _SKIP_STAGES]
+            list_version = obj.get("apiVersion") if is_list else None
+            events = []
+            for i in items:
+                version, kind = i.get("apiVersion", list_version), i.get("kind", "Event" if is_list else None)
+                if version != AUDIT_API_VERSION or kind != "Event":
+                    self._foreign.append(f"{where}: apiVersion {str(version)[:40]!r}, kind {str(kind)[:40]!r}")
+                    continue
+                events.append(i)
+            out = [parse_event(i) for i in events if i.get("stage") not in _SKIP_STAGES]
         except (ValueError, TypeError, KeyError) as e:
             self.last_problems.append(f"{where}: malformed audit event: {e}"[:300])
             return []

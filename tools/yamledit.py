@@ -51,11 +51,41 @@ def _mark_error(exc: Exception, path: str) -> YamlParseError:
     return YamlParseError(f"{where}: YAML does not parse: {what}", source=path, line=line)
 
 
+MAX_YAML_BYTES = 2 * 1024 * 1024   # a manifest or policy file larger than this is not read
+MAX_YAML_ALIASES = 100             # more aliases than this in one file: an alias bomb, not a manifest
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses more than MAX_YAML_ALIASES aliases in a stream (an alias
+    "bomb" is small to read and huge once walked or serialised)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} YAML aliases (&anchor / *alias): refused as an "
+                                     "alias bomb; expand them in the file")
+        return super().compose_node(parent, index)
+
+
+def safe_load_all(text: str, path: str = "") -> list[Any]:
+    """Every document of a YAML stream, with the bounds every file from the repository gets: at most
+    MAX_YAML_BYTES, at most MAX_YAML_ALIASES aliases (yaml.YAMLError naming the limit otherwise)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"{path or 'file'} is {len(text):,} bytes, over the {MAX_YAML_BYTES:,}-byte limit for "
+                             "a YAML file remediator reads; split it")
+    return list(yaml.load_all(text, Loader=_BoundedLoader))
+
+
 def parse_documents(text: str, path: str) -> list[dict[str, Any]]:
     """Every document of a YAML stream as a plain dict (an empty or non-mapping document is ``{}``,
     so list positions are document indexes). Raises ``YamlParseError`` naming file:line."""
     try:
-        docs = list(yaml.load_all(text, Loader=yaml.SafeLoader))
+        docs = safe_load_all(text, path)
     except yaml.YAMLError as exc:
         raise _mark_error(exc, path) from None
     return [d if isinstance(d, dict) else {} for d in docs]

@@ -74,7 +74,7 @@ def event_dict(e: AuditEvent) -> dict[str, Any]:
 
 def effective_values(deps: Deps, manifests: list[ManifestDoc]) -> dict[str, Any]:
     """Fields of the manifests whose deployed value an overlay sets differently (key file|kind|name|path)."""
-    tree = deps.repo.read_tree()
+    tree = kustomize.Tree(deps.repo.read_tree())   # one parse per file for every (manifest, field) below
     if not any(f.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES for f in tree):
         return {}
     out: dict[str, Any] = {}

@@ -90,7 +90,9 @@ def test_malformed_lines_missing_files_and_bad_cursor(tmp_path: Path) -> None:
     assert [e.audit_id for e in events] == ["id-0", "id-2"]
     assert len(src.last_problems) == 4
     assert src.last_problems[0].startswith(f"{gone}: cannot read audit log")
-    assert [p.split(": ")[0] for p in src.last_problems[1:]] == [f"{log}:2", f"{log}:4", f"{log}:5"]
+    assert [p.split(": ")[0] for p in src.last_problems[1:3]] == [f"{log}:2", f"{log}:5"]
+    # line 4 has no apiVersion: not an audit.k8s.io/v1 Event, counted apart
+    assert src.last_problems[3].startswith("1 line(s) were not audit.k8s.io/v1 Events") and f"{log}:4" in src.last_problems[3]
     assert str(gone) not in json.loads(cursor)
     events, _ = src.read(cursor="garbage", since=T0 + timedelta(minutes=1))
     assert [e.audit_id for e in events] == ["id-2"] and any(p.startswith("cursor:") for p in src.last_problems)
@@ -175,3 +177,19 @@ def test_a_rotated_file_that_is_gone_is_reported(tmp_path: Path) -> None:
     events, _ = src.read(cursor=cursor, since=T0)
     assert _ids(events) == ["id-5"]
     assert any("rotated, and the file read up to byte" in p for p in src.last_problems)
+
+
+def test_only_audit_k8s_io_v1_events_count(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    pod = json.loads(event(1))
+    pod.update(kind="Pod", apiVersion="v1")
+    old = json.loads(event(2))
+    old["apiVersion"] = "audit.k8s.io/v1beta1"
+    write(log, event(0), json.dumps(pod) + "\n", json.dumps(old) + "\n",
+          json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1",
+                      "items": [{k: v for k, v in json.loads(event(3)).items() if k not in ("kind", "apiVersion")}]}) + "\n")
+    src = JsonLinesAuditLog(paths=[log])
+    events, _ = src.read(cursor=None, since=T0)
+    assert [e.audit_id for e in events] == ["id-0", "id-3"]   # a webhook batch's items inherit its apiVersion
+    [problem] = src.last_problems
+    assert problem.startswith("2 line(s) were not audit.k8s.io/v1 Events") and f"{log}:2" in problem

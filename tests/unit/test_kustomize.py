@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from memory.records import FieldEdit
 from tools import yamledit
 from tools.errors import PermanentError
-from tools.kustomize import apply_edits, deployers, effective_value, locate, relocate
+from tools.kustomize import Tree, apply_edits, deployers, effective_value, locate, relocate
 
 BASE = "apps/ml-serving/base/image-captioner.yaml"
 PROD = "apps/ml-serving/overlays/prod"
@@ -476,3 +477,24 @@ def test_property_edited_overlay_parses_and_only_that_value_changes(style, old, 
         p = tuple(other.split("."))
         kw = dict(file=BASE, doc_kind="MultimodalInferenceService", doc_name="image-captioner", path=p)
         assert effective_value(files, **kw).effective == effective_value(after, **kw).effective
+
+
+def test_one_tree_parses_each_file_once_for_many_questions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.kustomize import tree as tree_module
+
+    calls: list[str] = []
+    real = tree_module.safe_load_all
+
+    def counting(text: str, path: str = "") -> list[Any]:
+        calls.append(path)
+        return real(text, path)
+
+    monkeypatch.setattr(tree_module, "safe_load_all", counting)
+    files = {"base/deploy.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"
+                                  "spec: {replicas: 2, template: {spec: {containers: [{name: web, image: web:1}]}}}\n",
+             "base/kustomization.yaml": "resources: [deploy.yaml]\n",
+             "prod/kustomization.yaml": "resources: [../base]\nreplicas: [{name: web, count: 5}]\n"}
+    tree = Tree(files)
+    for path in (("spec", "replicas"), ("metadata", "name"), ("spec", "replicas")):
+        effective_value(tree, file="base/deploy.yaml", doc_kind="Deployment", doc_name="web", path=path)
+    assert sorted(calls) == sorted(set(calls))   # no file parsed twice

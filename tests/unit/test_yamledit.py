@@ -211,3 +211,18 @@ def test_property_any_string_reads_back_on_one_line(value, path):
     out = apply_edits(MIS, [edit(path, value)])
     assert len(changed_lines(MIS, out)) <= 1
     assert get_value(out, doc_kind=MIS_KIND, doc_name=MIS_NAME, path=path) == value
+
+
+def test_an_alias_bomb_and_an_oversized_file_are_refused_naming_the_file() -> None:
+    import pytest as _pytest
+
+    from tools.yamledit import MAX_YAML_BYTES, YamlParseError, parse_documents
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(12))
+    with _pytest.raises(YamlParseError, match=r"apps/bomb.yaml.*alias bomb"):
+        parse_documents(bomb, "apps/bomb.yaml")
+    big = "a: " + "x" * (MAX_YAML_BYTES + 1) + "\n"
+    with _pytest.raises(YamlParseError, match=r"apps/big.yaml.*over the .*-byte limit"):
+        parse_documents(big, "apps/big.yaml")
+    assert parse_documents("a: &x 1\nb: *x\n", "ok.yaml") == [{"a": 1, "b": 1}]   # a few aliases are fine

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 from tools.kustomize.deployers import Deployer, deployers
 from tools.kustomize.resolve import Location, Relocated, effective_value, locate, relocate
+from tools.kustomize.tree import Tree
 from tools.kustomize.write import apply_edits
 
-__all__ = ["Deployer", "Location", "Relocated", "apply_edits", "deployers", "effective_value", "locate",
+__all__ = ["Deployer", "Location", "Relocated", "Tree", "apply_edits", "deployers", "effective_value", "locate",
            "relocate"]

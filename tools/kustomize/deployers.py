@@ -31,7 +31,7 @@ class Deployer:
 def deployers(files: Mapping[str, str]) -> list[Deployer]:
     """Folders deployed by the Argo CD Applications and Flux Kustomizations found among ``files``
     (documents that do not parse are skipped; ApplicationSets are templates and are not followed)."""
-    tree = Tree(files)
+    tree = Tree.of(files)
     out: list[Deployer] = []
     for f in sorted(tree.files):
         if not f.endswith((".yaml", ".yml")):

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from tools.kustomize.tree import Path, Tree, Unsupported, as_map, doc_selector, entries, join_path, name_of
-from tools.yamledit import format_path
+from tools.yamledit import format_path, safe_load_all
 
 __all__ = ["Level", "Setter", "State", "run_level"]
 
@@ -186,7 +186,7 @@ def _parse_inline(text: Any, where: str) -> Any:
     if not isinstance(text, str):
         raise Unsupported(f"{where}: the inline patch is not a string")
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise Unsupported(f"{where}: the inline patch does not parse: {str(exc).splitlines()[0]}") from None
     if len(docs) != 1:

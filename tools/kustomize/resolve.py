@@ -171,7 +171,7 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
     ``files`` (and, when none of them includes the file, uses the top-level kustomizations).
     ``check_old``: refuse when the deployed value differs from ``edit.old`` (the plan was computed from
     a value that is not the one running: re-plan from :func:`effective_value`)."""
-    tree = Tree(files)
+    tree = Tree.of(files)
     target = norm_file(edit.file)
     path: Path = tuple(edit.path)
 

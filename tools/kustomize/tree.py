@@ -6,12 +6,12 @@ share. Pure: no git, no I/O. ``Unsupported`` is raised on the way for anything n
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import yaml
 
-from tools.yamledit import metadata_name
+from tools.yamledit import metadata_name, safe_load_all
 
 __all__ = ["KUSTOMIZATION_FILES", "Path", "Tree", "Unsupported", "as_map", "doc_selector", "entries", "is_remote",
            "join_path", "name_of", "norm_dir", "norm_file"]
@@ -24,12 +24,28 @@ class Unsupported(Exception):
     """A construct on the route that is not followed: the caller must not guess."""
 
 
-class Tree:
-    """The repository's files (repo-relative path -> text), each parsed once, on first use."""
+class Tree(Mapping[str, str]):
+    """The repository's files (repo-relative path -> text), each parsed once, on first use. A Tree
+    is itself the mapping of files, so a caller that asks several questions of one repository
+    (every (manifest, field) of a cycle) builds one and passes it: no file is parsed twice."""
 
     def __init__(self, files: Mapping[str, str]) -> None:
         self.files = {norm_file(k): v for k, v in files.items()}
         self._docs: dict[str, list[Any]] = {}
+
+    def __getitem__(self, key: str) -> str:
+        return self.files[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @classmethod
+    def of(cls, files: Mapping[str, str]) -> Tree:
+        """``files`` itself when it is a Tree already (its parses are kept), else a new one."""
+        return files if isinstance(files, Tree) else cls(files)
 
     def docs(self, path: str) -> list[Any]:
         if path not in self._docs:
@@ -37,7 +53,7 @@ class Tree:
             if text is None:
                 raise Unsupported(f"{path} is referenced but not in the repository")
             try:
-                docs = [d for d in yaml.safe_load_all(text)]
+                docs = safe_load_all(text, path)
             except yaml.YAMLError as exc:
                 raise Unsupported(f"{path} does not parse: {str(exc).splitlines()[0]}") from None
             self._docs[path] = docs

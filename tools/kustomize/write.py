@@ -19,7 +19,7 @@ from memory.records import FieldEdit
 from tools import yamledit
 from tools.errors import PermanentError
 from tools.kustomize.tree import Path, name_of
-from tools.yamledit import format_path
+from tools.yamledit import format_path, safe_load_all
 
 __all__ = ["apply_edits"]
 
@@ -130,7 +130,7 @@ def _same_except(a: Any, b: Any, path: Path) -> bool:
 
 def _is_plain_edit(text: str, e: FieldEdit) -> bool:
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = safe_load_all(text)
     except yaml.YAMLError:
         return True  # let yamledit name the parse error
     hits = [d for d in docs if isinstance(d, dict) and e.doc_kind and d.get("kind") == e.doc_kind
@@ -161,7 +161,7 @@ def apply_edits(text: str, edits: Sequence[FieldEdit]) -> str:
         where = f"{e.file} {e.doc_kind or '-'}/{e.doc_name or '-'} {format_path(e.path)}"
         new_text = _edit_text(text, e.doc_kind, e.doc_name, tuple(e.path), e.new, where)
         try:
-            old_docs, new_docs = list(yaml.safe_load_all(text)), list(yaml.safe_load_all(new_text))
+            old_docs, new_docs = safe_load_all(text), safe_load_all(new_text)
         except yaml.YAMLError as exc:
             raise PermanentError(f"{where}: edit would break the file: {str(exc).splitlines()[0]}",
                                  source=e.file) from None
