@@ -108,6 +108,8 @@ class AuditLogSettings(Section):
 
 class MemorySettings(Section):
     url: str = Field(default="sqlite:////var/lib/remediator/state.db", description="sqlite:////abs/path or postgresql://...")
+    keep_cycle_checkpoints: int = Field(default=10, ge=1, le=10000, description=(
+        "LangGraph checkpoints are kept for this many most recent finished cycles (older ones are pruned)"))
 
     @field_validator("url")
     @classmethod

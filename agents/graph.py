@@ -86,7 +86,17 @@ def _run_cycle(deps: Deps, checkpointer: Checkpointer, *, started_at: datetime |
                             data={"started_at": state["started_at"], "dry_run": deps.dry_run})
     final = _invoke(deps, graph, state, cfg, cycle_id=state["cycle_id"], started_at=state["started_at"])
     deps.store.set_kv(INFLIGHT_KEY, "")
+    if not deps.dry_run:
+        prune_checkpoints(deps, checkpointer)
     return build_report(deps, final)
+
+
+def prune_checkpoints(deps: Deps, checkpointer: Checkpointer) -> None:
+    """Delete the checkpoint threads of finished cycles beyond the ``memory.keep_cycle_checkpoints``
+    most recent, so the checkpoint store stays bounded (approval threads are kept: they wait)."""
+    keep = deps.settings.memory.keep_cycle_checkpoints
+    for old in deps.store.list_cycles(limit=keep + 20)[keep:]:
+        checkpointer.delete_thread(str(old["cycle_id"]))
 
 
 def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *, cycle_id: str,

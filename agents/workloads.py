@@ -145,10 +145,34 @@ class Workload:
 
 
 def _int(v: Any) -> int | None:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
+    """A whole number of replicas, or None (not a number, not whole, infinite: ``1.0e+400``)."""
+    if isinstance(v, bool):
         return None
+    try:
+        n = int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return n if n == v or isinstance(v, str) else None
+
+
+def workload_problems(workloads: dict[str, Workload]) -> list[FileProblem]:
+    """Replica bounds no controller would accept (not whole numbers, negative, min above max): each
+    is a problem naming the file; such a workload's bounds are not remediated."""
+    out: list[FileProblem] = []
+    for w in sorted(workloads.values(), key=lambda w: w.key):
+        d = w.bounds_doc
+        if d is None:
+            continue
+        base = ("spec", "autoscaling") if d.kind == "MultimodalInferenceService" else ("spec",)
+        raw = {k: dig(d.body, *base, k) for k in ("minReplicas", "maxReplicas")}
+        where = f"{d.kind}/{d.name} {'.'.join(base)}"
+        for k, v in raw.items():
+            if v is not None and (_int(v) is None or (_int(v) or 0) < 0):
+                out.append(FileProblem(d.file, f"{where}.{k} is {v!r}: replica bounds are whole numbers >= 0"))
+        lo, hi = w.min_replicas, w.max_replicas
+        if lo is not None and hi is not None and lo > hi:
+            out.append(FileProblem(d.file, f"{where}: minReplicas {lo} is above maxReplicas {hi}"))
+    return out
 
 
 def build_workloads(manifests: list[ManifestDoc]) -> dict[str, Workload]:

@@ -79,13 +79,31 @@ def _strs(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
+MAX_REQUEST_OBJECT_BYTES = 16 * 1024   # larger request bodies are truncated before they reach the cycle's state
+
+
+def _bounded(body: Any) -> Any:
+    """A request body small enough to keep in the cycle's checkpointed state; a larger one keeps
+    only its kind and ``spec.replicas`` and says it was truncated (and from how many bytes)."""
+    if not isinstance(body, dict):
+        return body
+    size = len(json.dumps(body, default=str))
+    if size <= MAX_REQUEST_OBJECT_BYTES:
+        return body
+    spec = body.get("spec")
+    kept: dict[str, Any] = {"truncated": True, "bytes": size, "kind": str(body.get("kind", ""))[:100]}
+    if isinstance(spec, dict) and isinstance(spec.get("replicas"), int):
+        kept["spec"] = {"replicas": spec["replicas"]}
+    return kept
+
+
 def parse_event(obj: dict[str, Any]) -> AuditEvent:
     """One audit.k8s.io/v1 Event -> AuditEvent; KeyError/ValueError/TypeError when unusable."""
     if not isinstance(obj.get("requestReceivedTimestamp"), str):
         raise ValueError("no requestReceivedTimestamp")
     ref, user, status = (_obj(obj.get(k)) for k in ("objectRef", "user", "responseStatus"))
     code = status.get("code")
-    body = obj.get("requestObject")
+    body = _bounded(obj.get("requestObject"))
     return AuditEvent(
         audit_id=str(obj.get("auditID", "")), at=_aware(datetime.fromisoformat(obj["requestReceivedTimestamp"])),
         verb=str(obj.get("verb", "")), user=str(user.get("username", "")), groups=_strs(user.get("groups")),

@@ -3,14 +3,15 @@ values as deployed, and the audit-log events since the stored cursor."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from agents.deps import Deps, audit, now_of, retrying
-from agents.state import CURSOR_KEY, CycleState, err
-from agents.workloads import dig, load_budgets, load_guardrails
+from agents.state import CURSOR_KEY, CycleState, effective_docs, err
+from agents.workloads import build_workloads, dig, load_budgets, load_guardrails, workload_problems
 from tools import kustomize
 from tools.errors import CycleAborted, ToolError
 from tools.results import AuditEvent, ManifestDoc
@@ -55,11 +56,14 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     events = [e for e in events if e.at <= now]
 
     effective = effective_values(deps, snap.manifests)
+    snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
+                "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective}
+    errors += [err("observe", p.path, str(p))
+               for p in workload_problems(build_workloads(effective_docs(copy.deepcopy(snapshot))))]
     audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests), overlays=len(effective),
           audit_events=len(events), problems=len(snap.problems))
     return {
-        "snapshot": {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
-                     "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective},
+        "snapshot": snapshot,
         "audit_events": [event_dict(e) for e in events],
         "audit_cursor": new_cursor,
         "errors": errors,

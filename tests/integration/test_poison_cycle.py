@@ -98,3 +98,18 @@ def test_a_bad_budget_in_git_is_an_error_entry_not_a_crash(tmp_path: Path) -> No
     assert report["incidents"]   # the rest of the cycle ran
     second = remediator("run-once", "--config", str(cfg), "--json")
     assert second.returncode == 0 and json.loads(second.stdout)["cycle_id"] != report["cycle_id"]
+
+
+def test_checkpoints_of_old_cycles_are_pruned(tmp_path: Path) -> None:
+    doc, cfg, _ = prepare_workspace(tmp_path, datetime.now(UTC).replace(microsecond=0))
+    doc["memory"]["keep_cycle_checkpoints"] = 2
+    cfg.write_text(yaml.safe_dump(doc))
+    settings = load_settings(cfg)
+    ids = []
+    with sqlite_checkpointer(checkpoint_path(settings)) as cp:
+        for _ in range(4):
+            ids.append(run_cycle(build_deps(settings), cp)["cycle_id"])
+        threads = {c.config["configurable"]["thread_id"] for c in cp.list(None)}
+    cycle_threads = {t for t in threads if t.startswith("cyc-")}
+    assert cycle_threads == set(ids[-2:])                  # only the 2 most recent cycles keep checkpoints
+    assert any(t.startswith("approval:") for t in threads)  # approval threads wait for their decision

@@ -193,3 +193,15 @@ def test_only_audit_k8s_io_v1_events_count(tmp_path: Path) -> None:
     assert [e.audit_id for e in events] == ["id-0", "id-3"]   # a webhook batch's items inherit its apiVersion
     [problem] = src.last_problems
     assert problem.startswith("2 line(s) were not audit.k8s.io/v1 Events") and f"{log}:2" in problem
+
+
+def test_a_huge_request_object_is_truncated_and_says_so(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    big = json.loads(event(0))
+    big["requestObject"] = {"kind": "Deployment", "spec": {"replicas": 7, "template": {"junk": "x" * 1_000_000}}}
+    write(log, json.dumps(big) + "\n", event(1))
+    events, _ = JsonLinesAuditLog(paths=[log]).read(cursor=None, since=T0)
+    ro = events[0].request_object
+    assert ro is not None and ro["truncated"] is True and ro["bytes"] > 1_000_000
+    assert ro["kind"] == "Deployment" and ro["spec"] == {"replicas": 7}
+    assert events[1].request_object == {"kind": "Scale", "spec": {"replicas": 9}}   # small ones are kept whole

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents.workloads import Budget, build_workloads, load_budgets, select_workloads
+from agents.workloads import Budget, build_workloads, load_budgets, select_workloads, workload_problems
 from tests.fakes.cycle import mis
 
 GOOD = {"name": "ml-gpu", "selector": {"namespace": "ml-serving"}, "monthly_usd": 20000}
@@ -43,3 +43,20 @@ def test_label_selector_values_compare_as_text() -> None:
     b = Budget.model_validate({"name": "t1", "selector": {"labels": {"tier": 1}}, "monthly_usd": 10})
     assert [w.key for w in select_workloads(b, wl)] == ["ml-serving/a"]
     assert select_workloads(Budget.model_validate({"name": "none", "monthly_usd": 10}), wl) == []
+
+
+@pytest.mark.parametrize(("lo", "hi", "says"), [
+    (-1, 4, "minReplicas is -1"),
+    (2, 1.0e400, "maxReplicas is inf"),
+    (2, 2.5, "maxReplicas is 2.5"),
+    (5, 3, "minReplicas 5 is above maxReplicas 3"),
+    (2, "many", "maxReplicas is 'many'"),
+])
+def test_replica_bounds_no_controller_accepts_are_problems_naming_the_file(lo: Any, hi: Any, says: str) -> None:
+    doc = mis("a")
+    doc.body["spec"]["autoscaling"].update(minReplicas=lo, maxReplicas=hi)
+    wl = build_workloads([doc])
+    problems = workload_problems(wl)
+    assert problems and all(p.path == doc.file for p in problems)
+    assert any(says in p.message for p in problems), [p.message for p in problems]
+    assert workload_problems(build_workloads([mis("b")])) == []
