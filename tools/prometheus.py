@@ -96,6 +96,37 @@ def cost_result(queries: dict[str, str], by_resource: dict[str, np.ndarray], gri
     return SignalResult(status="ok", series=[Series({}, grid / 1000.0, total)], query=query, params=params)
 
 
+def align_matrix(result: Any, grid: np.ndarray,
+                 rows: dict[tuple[tuple[str, str], ...], np.ndarray]) -> None:
+    """Put a range query's ``result`` (Prometheus' matrix: ``[{"metric": {...}, "values": [[t, "v"],
+    ...]}]``) onto ``grid`` (ms), one row per label set, in ``rows``. Anything else (a non-numeric
+    or non-finite timestamp, a sample that is not a number, a malformed item) is a ValueError
+    naming it, never another exception."""
+    if not isinstance(result, list):
+        raise ValueError(f"expected a matrix (a list), got {type(result).__name__}")
+    for item in result:
+        if not isinstance(item, dict) or not isinstance(item.get("metric", {}), dict):
+            raise ValueError(f"a series is not an object with a metric: {str(item)[:80]!r}")
+        labels = {str(k): str(v) for k, v in item.get("metric", {}).items() if k != "__name__"}
+        vals = rows.setdefault(tuple(sorted(labels.items())), np.full(len(grid), np.nan))
+        pts = item.get("values") or []
+        if not isinstance(pts, list):
+            raise ValueError(f"values of {labels} are not a list")
+        try:
+            t = np.array([float(p[0]) for p in pts], dtype=np.float64)
+            v = np.array([float(p[1]) for p in pts], dtype=np.float64)   # "NaN", "+Inf" are valid samples
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError) as e:
+            raise ValueError(f"a sample of {labels} is not [time, number] ({e})") from None
+        if not pts:
+            continue
+        if not np.all(np.isfinite(t)) or np.any(np.abs(t) > 1e11):
+            raise ValueError(f"a timestamp of {labels} is not a time")
+        ts = np.round(t * 1000).astype(np.int64)
+        idx = np.searchsorted(grid, ts)
+        ok = (idx < len(grid)) & (grid[np.minimum(idx, len(grid) - 1)] == ts)
+        vals[idx[ok]] = v[ok]
+
+
 def series_result(query: str, series: list[Series], params: dict[str, Any]) -> SignalResult:
     series = sorted((s for s in series if not np.isnan(s.values).all()), key=lambda s: sorted(s.labels.items()))
     return SignalResult(status="ok" if series else "no_data", series=series, query=query, params=params)
@@ -168,16 +199,10 @@ class PrometheusSource:
             exact = {"start": f"{chunk[0] / 1000:.3f}", "end": f"{chunk[-1] / 1000:.3f}"}
             result = self._call(lambda a=t0, b=t1, p=exact: self._client.custom_query_range(
                 query, start_time=a, end_time=b, step=str(step_s), params=p), query)
-            for item in result:
-                labels = {k: v for k, v in item.get("metric", {}).items() if k != "__name__"}
-                vals = rows.setdefault(tuple(sorted(labels.items())), np.full(len(grid), np.nan))
-                pts = item.get("values") or []
-                if not pts:
-                    continue
-                ts = np.round(np.array([float(p[0]) for p in pts]) * 1000).astype(np.int64)
-                idx = np.searchsorted(grid, ts)
-                ok = (idx < len(grid)) & (grid[np.minimum(idx, len(grid) - 1)] == ts)
-                vals[idx[ok]] = np.array([float(p[1]) for p in pts])[ok]
+            try:
+                align_matrix(result, grid, rows)
+            except ValueError as e:
+                raise PermanentError(f"unexpected answer from {self.name} for {query!r}: {e}", source=self.name) from None
         return [Series(dict(k), grid / 1000.0, v) for k, v in rows.items()]
 
     def _params(self, start: datetime, end: datetime, step_s: int, **kw: Any) -> dict[str, Any]:
