@@ -7,10 +7,8 @@ entries newer than the last anchor). Real git remote, real SQLite file."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,16 +25,12 @@ from agents.demo import prepare_workspace
 from memory.audit import audit_entries, audit_head, entry_hash
 from memory.records import AuditEntry
 from memory.store import Store
+from tests.console import remediator
 from tools.anchors import GitAnchors, Signer
 
 pytestmark = pytest.mark.integration
 
 
-def remediator(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("remediator")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "agents.cli"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=240,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")})
 
 
 def write_key(path: Path) -> Path:

@@ -4,10 +4,8 @@ checkpoints and the Git remote exactly as they were: it works on a scratch copy 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,15 +13,11 @@ import pytest
 import yaml
 
 from agents.demo import prepare_workspace
+from tests.console import remediator
 
 pytestmark = pytest.mark.integration
 
 
-def remediator(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("remediator")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "agents.cli"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=240,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")})
 
 
 def dump(db: Path) -> list[str]:

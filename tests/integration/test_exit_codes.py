@@ -5,10 +5,7 @@ usage (a missing store included). Read-only commands never create state."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,15 +15,11 @@ import yaml
 from agents.demo import prepare_workspace
 from memory.records import Decision
 from memory.store import Store
+from tests.console import remediator
 
 pytestmark = pytest.mark.integration
 
 
-def remediator(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("remediator")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "agents.cli"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")})
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from agents.cli import SafeLogFilter
 from agents.prbody import pr_body
 from memory.records import FieldEdit, Incident, PullRequest, RemediationPlan, fingerprint
 from memory.store import Store
+from tests.console import remediator
 from tools.slack import plain, pr_message_blocks, pr_message_text
 
 pytestmark = pytest.mark.integration
@@ -110,11 +108,8 @@ def test_the_terminal_shows_it_literally(tmp_path: Path) -> None:
     cfg = tmp_path / "remediator.yaml"
     cfg.write_text(yaml.safe_dump({"gitops": {"remote": str(tmp_path / "none.git")},
                                    "memory": {"url": f"sqlite:///{db}"}}))
-    exe = Path(sys.executable).with_name("remediator")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "agents.cli"]
     for args in (["incidents", "show", inc.id], ["incidents", "list"]):
-        proc = subprocess.run([*cmd, *args, "--config", str(cfg)], capture_output=True, text=True, timeout=60,
-                              env={k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")})
+        proc = remediator(*args, "--config", str(cfg), timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
         assert not any(line.startswith("2026-12-07 01:00:00,000 INFO") for line in proc.stdout.splitlines())

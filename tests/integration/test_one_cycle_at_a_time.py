@@ -5,9 +5,6 @@ the first is done. Real processes, real SQLite file lock."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,27 +15,23 @@ import pytest
 from agents.config import load_settings
 from agents.demo import prepare_workspace
 from memory.store import Store
+from tests.console import start
 
 pytestmark = pytest.mark.integration
 
 
-def remediator(*args: str) -> subprocess.Popen[str]:
-    exe = Path(sys.executable).with_name("remediator")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "agents.cli"]
-    return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")})
 
 
 def test_a_second_run_once_exits_1_naming_the_holder_or_waits(tmp_path: Path) -> None:
     _, cfg, _ = prepare_workspace(tmp_path, datetime.now(UTC).replace(microsecond=0))
     store = Store.open(load_settings(cfg).memory.url)
     with store.cycle_lock(owner="pid 4242 on ops-host since 2026-12-07 01:00:00Z"):
-        busy = remediator("run-once", "--config", str(cfg), "--json")
+        busy = start("run-once", "--config", str(cfg), "--json")
         out, err = busy.communicate(timeout=120)
         assert busy.returncode == 1 and out == ""
         assert "another cycle is running on this store (pid 4242 on ops-host" in err and "--wait" in err
 
-        waiting = remediator("run-once", "--config", str(cfg), "--json", "--wait")
+        waiting = start("run-once", "--config", str(cfg), "--json", "--wait")
         time.sleep(3)
         assert waiting.poll() is None   # still waiting for the lock
     out, err = waiting.communicate(timeout=240)
@@ -55,7 +48,7 @@ def test_two_concurrent_cycles_make_one_set_of_prs(tmp_path: Path) -> None:
     results: list[tuple[int, str, str]] = []
 
     def run() -> None:
-        p = remediator("run-once", "--config", str(cfg), "--json", "--wait")
+        p = start("run-once", "--config", str(cfg), "--json", "--wait")
         out, err = p.communicate(timeout=300)
         results.append((p.returncode, out, err))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,16 +21,12 @@ from agents.config import load_settings
 from agents.demo import prepare_workspace
 from agents.graph import INFLIGHT_KEY, run_cycle
 from memory.store import Store
+from tests.console import remediator
 from tools.errors import CycleFailed
 
 pytestmark = pytest.mark.integration
 
 
-def remediator(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("remediator")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "agents.cli"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=240,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")})
 
 
 class _Crashing:
