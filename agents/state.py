@@ -9,15 +9,16 @@ once per cycle by ``ViewCache.get`` instead of being re-parsed by every node.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
 from agents.workloads import Budget, Guardrails, Workload, build_workloads, load_budgets, load_guardrails
 from memory.records import new_id
-from tools.results import FileProblem, ManifestDoc
+from tools.results import AuditEvent, FileProblem, ManifestDoc
 
 CURSOR_KEY = "auditlog.cursor"   # store key of the audit-log cursor (observe reads it, record moves it)
+CARRY_KEY = "auditlog.carry"     # audit events read but newer than their cycle's time: the next cycle's
 ANCHOR_KEY = "audit.anchor"      # store key of the last audit anchor written: {seq, hash, at, commit}
 
 
@@ -27,6 +28,7 @@ class CycleState(TypedDict, total=False):
     snapshot: dict[str, Any]            # commit, manifests, budgets, guardrails, effective (overlay values)
     audit_events: list[dict[str, Any]]
     audit_cursor: str | None
+    audit_carry: list[dict[str, Any]]   # events read after the evaluation time: stored for the next cycle
     findings: list[dict[str, Any]]
     evaluated: list[str]                # kind|service that had data this cycle (only those may resolve)
     touched: list[str]                  # incident ids opened, seen again or resolved this cycle
@@ -42,6 +44,18 @@ class CycleState(TypedDict, total=False):
 def new_cycle_state(started_at: datetime | None = None) -> CycleState:
     started = (started_at or datetime.now(UTC)).astimezone(UTC)
     return {"cycle_id": new_id("cyc"), "started_at": started.isoformat(), "errors": []}
+
+
+def event_dict(e: AuditEvent) -> dict[str, Any]:
+    """An audit event as JSON-able state."""
+    d = asdict(e)
+    d["at"] = e.at.isoformat()
+    return d
+
+
+def event_from_dict(d: dict[str, Any]) -> AuditEvent:
+    return AuditEvent(**{**d, "at": datetime.fromisoformat(d["at"]), "groups": tuple(d["groups"]),
+                         "source_ips": tuple(d["source_ips"])})
 
 
 def err(stage: str, source: str, message: str) -> dict[str, Any]:

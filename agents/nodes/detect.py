@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from agents.deps import Deps, audit, now_of, retrying
 from agents.history import REQUESTS_PATH, previous_model, request_history
 from agents.scoring import score_batch
-from agents.state import CycleState, Views, err
+from agents.state import CycleState, Views, err, event_from_dict
 from agents.workloads import Workload, managed_objects, select_workloads
 from memory.records import Finding
 from tools.detectors.budget import BudgetInput, detect_budget_breach
@@ -27,7 +27,7 @@ from tools.detectors.fairness import FairnessInput, detect_fairness
 from tools.detectors.oob import detect_oob_writes
 from tools.errors import ToolError
 from tools.kube import quantity
-from tools.results import AuditEvent, SignalResult
+from tools.results import SignalResult
 
 REQUEST_CHANGE_SLACK_S = 3600.0                # a commit up to this long before the rise may explain it
 ALL_RESOURCES = ("cpu", "gpu", "memory")
@@ -97,8 +97,7 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     findings += _budgets(deps, views, costs, fetch, evaluated, stats, start=start, now=now, step=step, errors=errors)
     findings += _models(deps, views, fetch, evaluated, stats, now=now, step=step, errors=errors)
 
-    events = [AuditEvent(**{**e, "at": datetime.fromisoformat(e["at"]), "groups": tuple(e["groups"]),
-                            "source_ips": tuple(e["source_ips"])}) for e in state.get("audit_events", [])]
+    events = [event_from_dict(e) for e in state.get("audit_events", [])]
     findings += detect_oob_writes(events, managed=managed_objects(workloads, views.docs),
                                   allowed_actors=views.guardrails.allowed_actors)
     for rejected in stats.rejected:

@@ -4,18 +4,20 @@ values as deployed, and the audit-log events since the stored cursor."""
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from agents.deps import Deps, audit, now_of, retrying
-from agents.state import CURSOR_KEY, CycleState, effective_docs, err
+from agents.state import CARRY_KEY, CURSOR_KEY, CycleState, effective_docs, err, event_dict, event_from_dict
 from agents.workloads import build_workloads, dig, load_budgets, load_guardrails, workload_problems
 from tools import kustomize
 from tools.errors import CycleAborted, ToolError
 from tools.results import AuditEvent, ManifestDoc
 
+MAX_CARRIED = 5000   # events dated after the cycle kept for the next one (a skewed clock cannot grow it forever)
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 EFFECTIVE_FIELDS: dict[str, list[tuple[str, ...]]] = {
@@ -52,8 +54,11 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
             errors.append(err("observe", "auditlog", str(e)))
         for problem in deps.auditlog.last_problems:
             errors.append(err("observe", "auditlog", problem))
-    # events after the cycle's evaluation time belong to the next cycle
-    events = [e for e in events if e.at <= now]
+    # events after the cycle's evaluation time belong to the next cycle: carried (the cursor is past them)
+    carried = [event_from_dict(d) for d in json.loads(deps.store.get_kv(CARRY_KEY) or "[]")]
+    pending = carried + events
+    events = [e for e in pending if e.at <= now]
+    later = [e for e in pending if e.at > now][-MAX_CARRIED:]
 
     effective = effective_values(deps, snap.manifests)
     snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
@@ -66,14 +71,9 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
         "snapshot": snapshot,
         "audit_events": [event_dict(e) for e in events],
         "audit_cursor": new_cursor,
+        "audit_carry": [event_dict(e) for e in later],
         "errors": errors,
     }
-
-
-def event_dict(e: AuditEvent) -> dict[str, Any]:
-    d = asdict(e)
-    d["at"] = e.at.isoformat()
-    return d
 
 
 def effective_values(deps: Deps, manifests: list[ManifestDoc]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agents.deps import Deps, audit, now_of, retrying
-from agents.state import ANCHOR_KEY, CURSOR_KEY, CycleState, err
+from agents.state import ANCHOR_KEY, CARRY_KEY, CURSOR_KEY, CycleState, err
 from memory.records import ACTIVE_STATUSES, Finding
 from tools.errors import ToolError
 
@@ -20,6 +20,7 @@ def record(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     deps = runtime.context
     if not deps.dry_run and state.get("audit_cursor") is not None:
         deps.store.set_kv(CURSOR_KEY, str(state["audit_cursor"]))
+        deps.store.set_kv(CARRY_KEY, json.dumps(state.get("audit_carry", [])))   # with the cursor that passed them
     errors = anchor(deps, state)
     report = build_report(deps, {**state, "errors": [*state.get("errors", []), *errors]} if errors else state)
     if not deps.dry_run:

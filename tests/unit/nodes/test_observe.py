@@ -120,3 +120,23 @@ def test_a_temporary_git_failure_that_clears_is_not_an_error() -> None:
     out = run(observe, cycle_state(), make_deps(metrics=FakeMetrics(check=None), repo=repo))
     assert out["snapshot"]["commit"] == "abc123" and out["errors"] == []
     assert len(repo.called("sync")) == 2
+
+
+def test_events_after_the_evaluation_time_are_carried_to_the_next_cycle_not_lost() -> None:
+    """The cursor moves past every event read, so one dated after this cycle's time is kept for the next."""
+    from agents.nodes.record import record
+    from agents.state import CARRY_KEY
+
+    repo = FakeRepo(sync=repo_snapshot(), read_tree={})
+    auditlog = FakeAuditLog(read=([event("now", timedelta(0)), event("later", timedelta(seconds=30))], "cursor-2"))
+    deps = make_deps(settings=make_settings(auditlog={"paths": ["audit.log"]}), metrics=FakeMetrics(check=None),
+                     repo=repo, auditlog=auditlog)
+    first = cycle_state()
+    out = run(observe, first, deps)
+    assert [e["audit_id"] for e in out["audit_events"]] == ["now"]
+    run(record, {**first, **out}, deps)                          # the cursor and the carried event are stored
+    assert deps.store.get_kv(CURSOR_KEY) == "cursor-2" and "later" in (deps.store.get_kv(CARRY_KEY) or "")
+
+    auditlog.allow("read", ([], "cursor-2"))                      # nothing new in the file
+    second = run(observe, cycle_state(at=T0 + timedelta(minutes=5)), deps)
+    assert [e["audit_id"] for e in second["audit_events"]] == ["later"] and second["audit_carry"] == []
