@@ -24,6 +24,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Index,
     MetaData,
     String,
     Table,
@@ -82,6 +83,14 @@ pull_requests = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("body", Text, nullable=False),
 )
+# the store enforces what the cycle assumes (migration 0002): one open PR record per branch, one
+# active incident per fingerprint
+Index("uq_pull_requests_open_branch", pull_requests.c.branch, unique=True,
+      sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'"))
+_ACTIVE = text("status IN ('open', 'proposed', 'approved')")
+Index("uq_incidents_active_fingerprint", incidents.c.fingerprint, unique=True, sqlite_where=_ACTIVE,
+      postgresql_where=_ACTIVE)
+
 decisions = Table(
     "decisions",
     metadata,

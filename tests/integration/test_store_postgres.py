@@ -64,7 +64,7 @@ def db(schema_url: str) -> Iterator[Store]:
 def test_migrate_is_idempotent_and_matches_models(db: Store) -> None:
     db.migrate()
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
         assert compare_metadata(MigrationContext.configure(conn), [store.metadata, audit.metadata]) == []
 
 

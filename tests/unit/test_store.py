@@ -45,7 +45,7 @@ def test_migrate_twice_is_a_noop_and_schema_matches_models(db: Store) -> None:
     Store.open(db.url_for_display).close()
     assert len(db.list_incidents()) == 1 and db.audit.verify().ok
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
         assert conn.execute(text("SELECT count(*) FROM audit_head")).scalar() == 1
         assert compare_metadata(MigrationContext.configure(conn), [store.metadata, audit.metadata]) == []
     assert {"incidents", "plans", "pull_requests", "decisions", "kv", "cycles", "audit_entries", "audit_head"} <= set(
@@ -84,7 +84,7 @@ def test_datetimes_come_back_aware_and_equal(db: Store) -> None:
 
 
 def test_prefix_lookup(db: Store) -> None:
-    a, b = incident(id="inc-aaa111"), incident(id="inc-aab222")
+    a, b = incident(id="inc-aaa111"), incident("ffff0000", id="inc-aab222")   # one active incident per fingerprint
     db.save_incident(a)
     db.save_incident(b)
     assert db.get_incident("inc-aaa") == a
@@ -182,4 +182,54 @@ def test_data_survives_reopen(tmp_path: Path) -> None:
     s.close()
     s = Store.open(url)
     assert s.get_incident(inc.id) == inc and s.get_kv("k") == "v"
+    s.close()
+
+
+def test_the_store_enforces_one_open_pr_per_branch_and_one_active_incident_per_fingerprint(tmp_path: Path) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from memory.records import Incident, PullRequest
+
+    s = Store.open(f"sqlite:///{tmp_path / 'one.db'}")
+    s.save_pr(PullRequest(branch="remediator/x/a-1", title="a"))
+    with pytest.raises(IntegrityError):
+        s.save_pr(PullRequest(branch="remediator/x/a-1", title="a again"))
+    s.save_pr(PullRequest(branch="remediator/x/a-1", title="closed one", status="closed"))   # closed ones may repeat
+    inc = Incident(kind="cost_anomaly", service="ml/a", severity="warning", fingerprint="f00dfeed")
+    s.save_incident(inc)
+    with pytest.raises(IntegrityError):
+        s.save_incident(Incident(kind="cost_anomaly", service="ml/a", severity="warning", fingerprint="f00dfeed"))
+    s.save_incident(inc.model_copy(update={"status": "resolved"}))
+    s.save_incident(Incident(kind="cost_anomaly", service="ml/a", severity="warning", fingerprint="f00dfeed"))
+    s.close()
+
+
+def test_upgrading_a_store_with_duplicates_folds_them_keeping_the_newest(tmp_path: Path) -> None:
+    """An earlier version could leave two open PR records for one branch (two processes, one cycle)."""
+    from datetime import UTC, datetime, timedelta
+
+    from alembic import command
+    from alembic.config import Config
+
+    from memory.records import PullRequest
+    from memory.store import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    with old.engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    first = PullRequest(branch="remediator/x/a-1", title="first", created_at=t0, updated_at=t0)
+    second = PullRequest(branch="remediator/x/a-1", title="second", created_at=t0, updated_at=t0 + timedelta(minutes=5))
+    old.save_pr(first)
+    old.save_pr(second)
+    old.close()
+
+    s = Store.open(url)   # migrates to head
+    by_id = {p.id: p for p in s.list_prs()}
+    assert (by_id[first.id].status, by_id[second.id].status) == ("closed", "open")
+    assert [p.id for p in s.list_prs(statuses=["open"])] == [second.id]
     s.close()
