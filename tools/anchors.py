@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from gitdb import IStream
 
 from tools.errors import PermanentError, ToolError
-from tools.gitops import GitClone
+from tools.gitops import GitClone, serialized
 from tools.results import ReadAnchor
 
 ANCHOR_REF = "refs/remediator/audit-anchors"
@@ -90,6 +90,7 @@ class GitAnchors:
             return None
         return self.git.sha(self.ref)
 
+    @serialized
     def write(self, *, seq: int, digest: str, at: datetime) -> str:
         """Push one anchor commit on top of the anchor ref; returns the commit id."""
         tip = self._fetch()
@@ -111,6 +112,7 @@ class GitAnchors:
                      f"{commit}:{self.ref}", action=f"pushing audit anchor {self.ref}")
         return commit
 
+    @serialized
     def read(self) -> list[ReadAnchor]:
         """Every anchor the remote holds: anchor commits (newest first) and remediation-commit trailers."""
         tip = self._fetch()

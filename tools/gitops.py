@@ -9,11 +9,16 @@ an unreachable remote is a ``TemporaryError``; a missing branch or refused acces
 from __future__ import annotations
 
 import base64
+import fcntl
+import functools
 import os
 import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import git
@@ -27,6 +32,18 @@ MANIFEST_KINDS = frozenset({"MultimodalInferenceService", "Deployment", "Horizon
 
 _PERMANENT = ("rejected", "non-fast-forward", "stale info", "declined", "protected branch")
 _ACCESS = ("authentication failed", "permission denied", "could not read username", "403", "401")
+
+
+C = TypeVar("C", bound=Callable[..., Any])
+
+
+def serialized(method: C) -> C:
+    """An adapter method that works in the clone ``self.git`` holds it for its whole duration."""
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kw: Any) -> Any:
+        with self.git.locked():
+            return method(self, *args, **kw)
+    return cast(C, run)
 
 
 def _normalize_remote(remote: str) -> str:
@@ -60,6 +77,30 @@ class GitClone:
                              "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{parts.netloc}/.extraHeader",
                              "GIT_CONFIG_VALUE_0": f"Authorization: Basic {cred}"})
         self._repo: git.Repo | None = None
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold this clone for one operation, across threads and processes (a CLI decision beside
+        the daemon's cycle, two Slack clicks): a file lock beside the work directory. Reentrant."""
+        with self._thread_lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.workdir.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{self.workdir}.lock", "a") as fp:
+                fcntl.flock(fp.fileno(), fcntl.LOCK_EX)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+                    fcntl.flock(fp.fileno(), fcntl.LOCK_UN)
 
     @property
     def repo(self) -> git.Repo:
@@ -181,6 +222,7 @@ class GitRepo:
     def head(self) -> str | None:
         return self._head
 
+    @serialized
     def sync(self) -> RepoSnapshot:
         self.git.fetch(self.branch)
         head = self.git.sha(self.ref)
@@ -226,6 +268,7 @@ class GitRepo:
         return RepoSnapshot(commit=head, committed_at=self.git.committed_at(head), manifests=manifests,
                             budgets=budgets, guardrails=guardrails, problems=problems)
 
+    @serialized
     def read_tree(self) -> dict[str, str]:
         """Repo path -> text of every YAML / JSON file at the synced head (for kustomize overlays)."""
         root = self.git.workdir
@@ -271,10 +314,12 @@ class GitRepo:
         if self.git.sha(self.ref) is None:
             self.git.fetch(self.branch)
 
+    @serialized
     def read_file(self, *, path: str, ref: str | None = None) -> str | None:
         self._ensure_fetched()
         return self.git.show(ref or self.ref, path)
 
+    @serialized
     def file_log(self, *, path: str, limit: int = 20) -> list[CommitInfo]:
         """The first-parent commits of the branch that changed ``path``, newest first."""
         self._ensure_fetched()
@@ -286,6 +331,7 @@ class GitRepo:
             out.append(CommitInfo(sha=sha, at=datetime.fromtimestamp(int(ts), UTC), author=author, subject=subject))
         return out
 
+    @serialized
     def field_history(self, *, path: str, doc_kind: str, doc_name: str, field: tuple[str | int, ...],
                       limit: int = 50) -> list[tuple[str, datetime, object]]:
         """``(commit, committed_at, value)`` for each first-parent commit of the branch that changed

@@ -396,3 +396,31 @@ def test_credentials_in_the_remote_url_never_reach_git_config_or_a_folder_name(t
     assert "s3cr" not in clone.url
     settings = validate_settings({"gitops": {"remote": url}, "memory": {"url": f"sqlite:///{tmp_path}/s.db"}})
     assert "s3cr" not in str(settings.workdir) and "git-example-invalid-acme-gitops-git" in str(settings.workdir)
+
+
+def test_one_operation_at_a_time_in_a_shared_clone(remote, tmp_path):
+    """Two adapters on one work directory (a CLI decision beside the daemon's cycle) take turns."""
+    import threading
+    import time
+
+    from tools.gitops import GitClone
+
+    a = GitClone(remote=str(remote.bare), workdir=tmp_path / "shared", author_name="r", author_email="r@x")
+    b = GitClone(remote=str(remote.bare), workdir=tmp_path / "shared", author_name="r", author_email="r@x")
+    order: list[str] = []
+
+    def second() -> None:
+        with b.locked():
+            order.append("b")
+
+    with a.locked():
+        with a.locked():            # reentrant for the holder
+            order.append("a")
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.3)
+        order.append("a-still")     # b is still waiting
+    t.join(timeout=10)
+    assert order == ["a", "a-still", "b"]
+    repo = repo_for(remote, tmp_path)
+    assert repo.sync().commit     # the adapters' operations take the same lock and still work

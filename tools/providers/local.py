@@ -17,7 +17,7 @@ from gitdb import IStream
 
 from memory.records import PullRequest, utcnow
 from tools.errors import PermanentError, ToolError
-from tools.gitops import GitClone
+from tools.gitops import GitClone, serialized
 from tools.results import PublishResult
 
 
@@ -74,6 +74,7 @@ class LocalProvider:
         self.git.run("push", "--porcelain", "--quiet", f"--force-with-lease=refs/heads/{branch}:{lease}", "origin",
                      refspec, action=f"pushing branch {branch}")
 
+    @serialized
     def publish(self, *, branch: str, title: str, body: str, files: dict[str, str], message: str,
                 incident_ids: Iterable[str], labels: Iterable[str] = (),
                 existing: PullRequest | None = None) -> PublishResult:
@@ -116,6 +117,7 @@ class LocalProvider:
             return all(self.git.show(pr.head_sha, f) == self.git.show(base, f) for f in pr.files)
         return False
 
+    @serialized
     def refresh(self, *, pr: PullRequest) -> PullRequest:
         if pr.status == "merged":  # final
             return pr
@@ -126,6 +128,7 @@ class LocalProvider:
             return pr
         return pr.model_copy(update={"status": status, "head_sha": head or pr.head_sha, "updated_at": utcnow()})
 
+    @serialized
     def merge(self, *, pr: PullRequest) -> PullRequest:
         self.git.fetch()
         head = self.git.sha(f"refs/remotes/origin/{pr.branch}")
@@ -153,6 +156,7 @@ class LocalProvider:
         """A plain git remote has no reviews."""
         return []
 
+    @serialized
     def close(self, *, pr: PullRequest, comment: str) -> PullRequest:
         self.git.fetch()
         head = self.git.sha(f"refs/remotes/origin/{pr.branch}")
