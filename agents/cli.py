@@ -372,22 +372,12 @@ def main() -> None:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
-    except StoreMissing as e:
-        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
-        sys.exit(2)
-    except StoreBusy as e:
-        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
-        sys.exit(1)
-    except (ConfigError, Exit) as e:
-        code = getattr(e, "code", 2)
-        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
+    except (StoreMissing, ConfigError, Exit, StoreBusy, CycleAborted, ToolError) as e:
+        # usage and config (a missing store included): 2; the command ran and could not: 1
+        code = getattr(e, "code", 2 if isinstance(e, StoreMissing | ConfigError) else 1)
+        what = "cycle could not run: " if isinstance(e, CycleAborted) else ""
+        sys.stderr.write(f"remediator: {what}{scrub(str(e))}\n")
         sys.exit(code)
-    except CycleAborted as e:
-        sys.stderr.write(f"remediator: cycle could not run: {scrub(str(e))}\n")
-        sys.exit(1)
-    except ToolError as e:
-        sys.stderr.write(f"remediator: {scrub(str(e))}\n")
-        sys.exit(1)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:

@@ -134,12 +134,9 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
     if dry_run:   # works on a scratch copy: the real store (and its cursor) stay exactly as they were
         store = dry_run_store(settings, store)
     store = store or open_store(settings)
-    checkpoints: Callable[[], AbstractContextManager[Checkpointer]] = partial(open_checkpointer, settings)
-    if dry_run:
-        saver: Checkpointer = InMemorySaver()
-
-        def checkpoints() -> AbstractContextManager[Checkpointer]:
-            return nullcontext(saver)
+    # outside a cycle (a decision) the approval threads are opened from here; a dry run keeps them in memory
+    checkpoints: Callable[[], AbstractContextManager[Checkpointer]] = partial(cycle_checkpointer, settings,
+                                                                                 dry_run=dry_run)
     return Deps(
         settings=settings,
         store=store,

@@ -95,8 +95,8 @@ def prune_checkpoints(deps: Deps, checkpointer: Checkpointer) -> None:
     """Delete the checkpoint threads of finished cycles beyond the ``memory.keep_cycle_checkpoints``
     most recent, so the checkpoint store stays bounded (approval threads are kept: they wait)."""
     keep = deps.settings.memory.keep_cycle_checkpoints
-    for old in deps.store.list_cycles(limit=keep + 20)[keep:]:
-        checkpointer.delete_thread(str(old["cycle_id"]))
+    for old in deps.store.cycle_ids(offset=keep, limit=20):   # the ones that just fell out of the window
+        checkpointer.delete_thread(old)
 
 
 def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *, cycle_id: str,

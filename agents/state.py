@@ -91,14 +91,15 @@ class Views:
     guardrails: Guardrails
     guardrail_problems: list[FileProblem]
     budgets: list[Budget]
+    budget_problems: list[FileProblem]
 
 
 def build_views(snapshot: dict[str, Any], policies_dir: str) -> Views:
     docs = effective_docs(snapshot)
     guardrails, problems = load_guardrails(snapshot["guardrails"], policies_dir)
-    budgets, _ = load_budgets(snapshot["budgets"], policies_dir)   # their problems are observe's errors
+    budgets, bproblems = load_budgets(snapshot["budgets"], policies_dir)
     return Views(docs=docs, workloads=build_workloads(docs), guardrails=guardrails, guardrail_problems=problems,
-                 budgets=budgets)
+                 budgets=budgets, budget_problems=bproblems)
 
 
 class ViewCache:
@@ -107,6 +108,10 @@ class ViewCache:
     def __init__(self) -> None:
         self._key: tuple[str, str] | None = None
         self._views: Views | None = None
+
+    def put(self, state: CycleState, views: Views) -> None:
+        """Keep views built by observe for the rest of this cycle."""
+        self._views, self._key = views, (state["cycle_id"], str(state["snapshot"].get("commit")))
 
     def get(self, state: CycleState, policies_dir: str) -> Views:
         key = (state["cycle_id"], str(state["snapshot"].get("commit")))

@@ -412,6 +412,12 @@ class Store:
             {"id": cycle_id, "started_at": started_at, "finished_at": finished_at, "report": to_jsonable(report)},
         )
 
+    def cycle_ids(self, *, offset: int = 0, limit: int = 20) -> list[str]:
+        """Ids of stored cycles, newest first (no reports read)."""
+        q = select(cycles.c.id).order_by(cycles.c.started_at.desc(), cycles.c.id.desc()).offset(offset).limit(limit)
+        with self.engine.connect() as conn:
+            return [str(r) for r in conn.execute(q).scalars()]
+
     def list_cycles(self, *, limit: int = 20) -> list[dict[str, Any]]:
         """Newest first: ``{"cycle_id", "started_at", "finished_at", "report"}``."""
         q = select(cycles).order_by(cycles.c.started_at.desc(), cycles.c.id.desc()).limit(limit)

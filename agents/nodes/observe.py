@@ -11,8 +11,8 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agents.deps import Deps, audit, now_of, retrying
-from agents.state import CARRY_KEY, CURSOR_KEY, CycleState, effective_docs, err, event_dict, event_from_dict
-from agents.workloads import build_workloads, dig, load_budgets, load_guardrails, workload_problems
+from agents.state import CARRY_KEY, CURSOR_KEY, CycleState, build_views, err, event_dict, event_from_dict
+from agents.workloads import dig, workload_problems
 from tools import kustomize
 from tools.errors import CycleAborted, ToolError
 from tools.results import AuditEvent, ManifestDoc
@@ -39,9 +39,14 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
         raise CycleAborted(str(e)) from None
     for p in snap.problems:
         errors.append(err("observe", p.path, str(p)))
-    _, gproblems = load_guardrails(snap.guardrails, deps.settings.gitops.policies_dir)
-    _, bproblems = load_budgets(snap.budgets, deps.settings.gitops.policies_dir)
-    errors += [err("observe", p.path, str(p)) for p in [*gproblems, *bproblems]]
+    effective = effective_values(deps, snap.manifests)
+    snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
+                "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective}
+    # the cycle's typed views, built once here from a copy (the checkpointed snapshot stays as read)
+    views = build_views(copy.deepcopy(snapshot), deps.settings.gitops.policies_dir)
+    deps.views.put({**state, "snapshot": snapshot}, views)
+    errors += [err("observe", p.path, str(p)) for p in
+               [*views.guardrail_problems, *views.budget_problems, *workload_problems(views.workloads)]]
 
     cursor = deps.store.get_kv(CURSOR_KEY)
     since = now - deps.settings.auditlog.initial_lookback
@@ -60,11 +65,6 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     events = [e for e in pending if e.at <= now]
     later = [e for e in pending if e.at > now][-MAX_CARRIED:]
 
-    effective = effective_values(deps, snap.manifests)
-    snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
-                "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective}
-    errors += [err("observe", p.path, str(p))
-               for p in workload_problems(build_workloads(effective_docs(copy.deepcopy(snapshot))))]
     audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests), overlays=len(effective),
           audit_events=len(events), problems=len(snap.problems))
     return {

@@ -1,0 +1,76 @@
+"""`kubectl kustomize` as the oracle: for overlays the resolver follows, the value it says is
+deployed equals the value kustomize renders. Skipped where kubectl is not installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tools.kustomize import Tree, effective_value
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")]
+
+DEPLOY = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "web:1"}]}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web, namespace: shop}
+spec: {minReplicas: 2, maxReplicas: 8, scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}}
+"""
+BASE = {"base/app.yaml": DEPLOY, "base/kustomization.yaml": "resources: [app.yaml]\n"}
+OVERLAYS: dict[str, dict[str, str]] = {
+    "strategic merge patch file": {
+        "prod/kustomization.yaml": "resources: [../base]\npatchesStrategicMerge: [hpa.yaml]\n",
+        "prod/hpa.yaml": "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n"
+                         "metadata: {name: web, namespace: shop}\nspec: {maxReplicas: 3}\n"},
+    "inline JSON6902 patch": {
+        "prod/kustomization.yaml": "resources: [../base]\npatches:\n- target: {kind: HorizontalPodAutoscaler, name: web}\n"
+                                   "  patch: |-\n    - op: replace\n      path: /spec/minReplicas\n      value: 4\n"},
+    "replicas transformer": {
+        "prod/kustomization.yaml": "resources: [../base]\nreplicas: [{name: web, count: 5}]\n"},
+    "two levels, the later patch wins": {
+        "mid/kustomization.yaml": "resources: [../base]\npatches:\n- target: {kind: HorizontalPodAutoscaler}\n"
+                                  "  patch: |-\n    - {op: replace, path: /spec/maxReplicas, value: 6}\n",
+        "prod/kustomization.yaml": "resources: [../mid]\npatches:\n- target: {kind: HorizontalPodAutoscaler}\n"
+                                   "  patch: |-\n    - {op: replace, path: /spec/maxReplicas, value: 4}\n"},
+}
+FIELDS = [("Deployment", ("spec", "replicas")), ("HorizontalPodAutoscaler", ("spec", "minReplicas")),
+          ("HorizontalPodAutoscaler", ("spec", "maxReplicas"))]
+
+
+def rendered(folder: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60, check=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAYS))
+def test_the_deployed_value_is_what_kustomize_renders(name: str, tmp_path: Path) -> None:
+    files = {**BASE, **OVERLAYS[name]}
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    docs = rendered(tmp_path / "prod")
+    tree = Tree(files)
+    for kind, field in FIELDS:
+        [doc] = [d for d in docs if d["kind"] == kind]
+        want: Any = doc
+        for key in field:
+            want = want[key]
+        loc = effective_value(tree, file="base/app.yaml", doc_kind=kind, doc_name="web", path=field)
+        assert loc.ok, (name, kind, field, loc.reason)
+        assert loc.effective == want, (name, kind, field, loc.effective, want)
