@@ -77,6 +77,8 @@ class SafeLogFilter(logging.Filter):
         elif isinstance(record.args, tuple):
             record.args = tuple(clean(a) for a in record.args)
         record.msg = scrub(str(record.msg))
+        if record.exc_info and not record.exc_text:   # handlers format it after the filters: do it here
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = scrub(record.exc_text)
         return True

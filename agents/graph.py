@@ -10,15 +10,18 @@ unfinished thread first.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 
 from agents.deps import Checkpointer, Deps
 from agents.nodes.correlate import correlate
@@ -32,7 +35,7 @@ from agents.nodes.propose import propose
 from agents.nodes.record import build_report, record
 from agents.nodes.verify import verify
 from agents.state import CycleState, new_cycle_state
-from tools.errors import CycleAborted, CycleFailed, scrub
+from tools.errors import CycleAborted, CycleFailed, printable, scrub
 
 log = logging.getLogger("remediator.graph")
 INFLIGHT_KEY = "cycle.inflight"
@@ -42,11 +45,37 @@ NODES = (observe, host_decisions, detect, correlate, verify, plan, guard, propos
 CycleGraph = CompiledStateGraph[CycleState, Deps, CycleState, CycleState]
 
 
+class Node(Protocol):
+    __name__: str
+
+    def __call__(self, state: CycleState, runtime: Runtime[Deps]) -> CycleState: ...
+
+
+class StageError(Exception):
+    """A node raised something unexpected. Carries only its type and message, scrubbed of credentials
+    and control characters: LangGraph keeps a failed node's exception in the checkpoint, and the
+    original (a URL with a password in an error message) must not be written there."""
+
+
+def guarded(fn: Node) -> Node:
+    """``fn`` with any unexpected exception replaced by a StageError (LangGraph's control flow and
+    CycleAborted, whose messages are already scrubbed, pass through)."""
+    @functools.wraps(fn)
+    def node(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
+        try:
+            return fn(state, runtime)
+        except (GraphBubbleUp, CycleAborted, StageError):
+            raise
+        except Exception as e:
+            raise StageError(printable(scrub(f"{type(e).__name__}: {e}"))[:500]) from e
+    return node
+
+
 def build_graph(checkpointer: Checkpointer | None) -> CycleGraph:
     g = StateGraph(CycleState, context_schema=Deps)
     prev = START
     for fn in NODES:
-        g.add_node(fn.__name__, fn)
+        g.add_node(fn.__name__, guarded(fn))
         g.add_edge(prev, fn.__name__)
         prev = fn.__name__
     g.add_edge(prev, END)
@@ -110,7 +139,7 @@ def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *
         raise
     except Exception as e:
         stage = ", ".join(graph.get_state(cfg).next) or "?"
-        message = scrub(f"{type(e).__name__}: {e}")[:500]
+        message = str(e) if isinstance(e, StageError) else printable(scrub(f"{type(e).__name__}: {e}"))[:500]
         log.error("cycle %s failed in stage %s: %s", cycle_id, stage, message, exc_info=log.isEnabledFor(logging.DEBUG))
         deps.store.set_kv(INFLIGHT_KEY, "")
         deps.store.audit.append(stage="cycle", action="failed", subject=cycle_id, cycle_id=cycle_id,
@@ -124,4 +153,4 @@ def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *
                           "run starts a fresh cycle") from e
 
 
-__all__ = ["INFLIGHT_KEY", "NODES", "build_graph", "run_cycle"]
+__all__ = ["INFLIGHT_KEY", "NODES", "StageError", "build_graph", "run_cycle"]

@@ -1,6 +1,7 @@
 """Soak: many cycles in one process, the way the daemon runs them, on the demo's embedded data.
 
     python bench/soak.py --cycles 500 [--warmup 50] [--state DIR] [--json]
+    python bench/soak.py --faults --cycles 500 [--epoch 10] [--fault-every 2] [--state DIR] [--json]
 
 Each cycle is what a daemon tick does (fresh adapters, the shared store, the configured
 checkpointer), evaluated a few seconds after the previous one on unchanged inputs (the steady
@@ -8,6 +9,10 @@ state of a daemon). Figures printed: wall time per cycle, RSS, open file descrip
 after the warm-up and at the end, the size of the state (store + checkpoints), PRs and
 decisions, and whether the audit chain verifies. Exit 1 when RSS grows more than 10 % after the
 warm-up, file descriptors or threads grow, PR records duplicate, or the chain does not verify.
+
+With ``--faults``, faults are injected while cycles run (bench/soak_faults.py says which and what
+is checked): figures for faults injected, outcomes, duplicate PRs, decisions lost and secrets
+leaked; exit 1 when any is off.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from agents.compose import build_deps, open_store  # noqa: E402
 from agents.config import validate_settings  # noqa: E402
 from agents.demo import prepare_workspace  # noqa: E402
 from agents.graph import run_cycle  # noqa: E402
+from bench.soak_faults import faults_ok, run_faults  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -54,7 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--state", type=Path, default=None, help="an empty folder (default: a temporary one)")
     ap.add_argument("--json", action="store_true", help="print only the figures as one JSON document")
+    ap.add_argument("--faults", action="store_true", help="inject faults while cycles run (a fresh demo "
+                    "workspace every --epoch cycles, so that there is always something to propose and decide)")
+    ap.add_argument("--epoch", type=int, default=10, help="with --faults: cycles per workspace (default 10)")
+    ap.add_argument("--fault-every", type=int, default=2, help="with --faults: a cycle fault every N cycles (default 2)")
     a = ap.parse_args(argv)
+    if a.faults:
+        if a.epoch < 2 or a.fault_every < 1 or a.cycles < 1:
+            ap.error("--epoch must be at least 2, --fault-every and --cycles at least 1")
+        root = a.state or Path(tempfile.mkdtemp(prefix="remediator-soak-faults-"))
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            ap.error(f"--state {root} is not empty; pick an empty or new folder")
+        figures = run_faults(root, cycles=a.cycles, epoch=a.epoch, fault_every=a.fault_every,
+                             progress=(lambda m: None) if a.json else (lambda m: print(m, file=sys.stderr)))
+        print(json.dumps(figures, indent=None if a.json else 1))
+        return 0 if faults_ok(figures) else 1
     if a.cycles < 2 or not 1 <= a.warmup < a.cycles:
         ap.error(f"--warmup must be at least 1 and below --cycles (got {a.warmup} of {a.cycles})")
     folder = a.state or Path(tempfile.mkdtemp(prefix="remediator-soak-"))

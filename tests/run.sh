@@ -21,6 +21,8 @@ fi
 echo "== installing remediator[dev] into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 
+echo "== pip-audit (known vulnerabilities in the installed dependencies; skips, saying so, when its database is out of reach)"
+.venv/bin/python tests/audit_deps.py
 echo "== ruff"
 .venv/bin/ruff check agents tools memory playbooks tests bench
 echo "== lint-imports (layers, independent nodes, no cycles: the contracts in pyproject.toml)"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,19 +119,38 @@ def test_the_terminal_shows_it_literally(tmp_path: Path) -> None:
             assert "\\x1b[2J" in proc.stdout   # shown, as an escape
 
 
-def test_log_lines_show_it_literally_and_never_a_secret() -> None:
+@contextmanager
+def _filtered_logger(name: str) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger whose one handler has the CLI's SafeLogFilter, writing to a string."""
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SafeLogFilter())
-    logger = logging.getLogger("remediator.test.hostile")
+    logger = logging.getLogger(name)
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        logger.warning("notify %s: %s", "log", TEXT)
-        logger.warning("retrying https://bot:xoxb-1234567890-abcdef@slack.example/api (%s)", "x")
+        yield logger, out
     finally:
         logger.removeHandler(handler)
+
+
+def test_log_lines_show_it_literally_and_never_a_secret() -> None:
+    with _filtered_logger("remediator.test.hostile") as (logger, out):
+        logger.warning("notify %s: %s", "log", TEXT)
+        logger.warning("retrying https://bot:xoxb-1234567890-abcdef@slack.example/api (%s)", "x")
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and lines[0].startswith("WARNING remediator.test.hostile: notify log: ")
     assert "\x1b" not in out.getvalue() and "xoxb-1234567890" not in out.getvalue()
+
+
+def test_a_logged_traceback_never_carries_a_secret() -> None:
+    """The traceback of a logged exception (exc_info, at DEBUG) is formatted after the filter runs:
+    the filter formats and scrubs it itself."""
+    with _filtered_logger("remediator.test.traceback") as (logger, out):
+        try:
+            raise RuntimeError("GET https://soak:hunter2-canary@prometheus.example/api failed")
+        except RuntimeError:
+            logger.error("cycle failed", exc_info=True)
+    assert "Traceback" in out.getvalue() and "RuntimeError: GET https://***@prometheus.example" in out.getvalue()
+    assert "hunter2-canary" not in out.getvalue()

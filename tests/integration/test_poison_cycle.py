@@ -63,6 +63,24 @@ def test_a_stage_that_raises_ends_the_cycle_and_the_next_run_is_fresh(tmp_path: 
     assert "resuming" not in proc.stderr
 
 
+class _Leaky(_Crashing):
+    def workload_cost(self, **kw: Any) -> Any:
+        raise RuntimeError("GET https://soak:hunter2-canary@prometheus.example/api/v1/query_range: bad reply")
+
+
+def test_a_stage_failure_keeps_no_secret_anywhere(tmp_path: Path) -> None:
+    """LangGraph keeps a failed node's exception in the checkpoint; what it keeps is scrubbed."""
+    _, cfg, _ = prepare_workspace(tmp_path, datetime.now(UTC).replace(microsecond=0))
+    settings = load_settings(cfg)
+    deps = build_deps(settings)
+    with sqlite_checkpointer(checkpoint_path(settings)) as cp, pytest.raises(CycleFailed) as failed:
+        run_cycle(replace(deps, metrics=_Leaky(deps.metrics)), cp)
+    assert "RuntimeError: GET https://***@prometheus.example" in str(failed.value)
+    deps.store.close()
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and b"hunter2-canary" in p.read_bytes()]
+    assert written == []
+
+
 def test_the_cli_says_which_stage_failed_and_exits_1(tmp_path: Path) -> None:
     doc, cfg, _ = prepare_workspace(tmp_path, datetime.now(UTC).replace(microsecond=0))
     doc["prometheus"]["replay_file"] = str(tmp_path / "missing.om")   # unreadable input: an ordinary error
