@@ -15,8 +15,9 @@ from tools.errors import PermanentError
 def relocate(deps: Deps, state: CycleState, edits: list[FieldEdit]) -> tuple[list[FieldEdit], list[str], str]:
     """``(edits, notes, problem)``: the edits placed where their values are set when the repo has
     overlays; an ambiguous location is a problem (the caller notifies instead of editing)."""
-    if not state["snapshot"].get("effective"):
-        return edits, [], ""
+    snap = state["snapshot"]
+    if not (snap.get("effective") or snap.get("rendered") or snap.get("patch_files")):
+        return edits, [], ""   # no kustomization includes anything: every value is set where it is read
     rel = kustomize.relocate(deps.repo.read_tree(), edits)
     if not rel.ok:
         return edits, [], "; ".join(rel.problems)

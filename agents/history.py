@@ -24,7 +24,7 @@ def previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
     time the current version was committed."""
     current = str(w.model.get("version", ""))
     try:
-        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.name, field=("spec", "modelRef"))
+        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.doc.doc_name, field=("spec", "modelRef"))
     except ToolError as e:
         log.warning("git history of %s unavailable: %s", w.file, e)
         return None
@@ -45,7 +45,7 @@ def request_history(deps: Deps, w: Workload) -> list[tuple[str, datetime, dict[s
     if w.kind != "MultimodalInferenceService":
         return []
     try:
-        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.name, field=REQUESTS_PATH)
+        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.doc.doc_name, field=REQUESTS_PATH)
     except ToolError as e:
         log.warning("git history of %s unavailable: %s", w.file, e)
         return []

@@ -9,7 +9,7 @@ once per cycle by ``ViewCache.get`` instead of being re-parsed by every node.
 from __future__ import annotations
 
 import operator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
@@ -64,14 +64,23 @@ def err(stage: str, source: str, message: str) -> dict[str, Any]:
 
 
 def effective_docs(snapshot: dict[str, Any]) -> list[ManifestDoc]:
-    """The manifests as deployed: a value a kustomize overlay patches replaces the base's."""
+    """The manifests as deployed: named by their rendered namespace/name (with the overlay's labels),
+    and a value a kustomize overlay patches replaces the base's. Patch files are not manifests."""
     eff = snapshot.get("effective") or {}
+    rendered = snapshot.get("rendered") or {}
+    patches = set(snapshot.get("patch_files") or ())
     docs = []
     for m in snapshot["manifests"]:
+        if m["file"] in patches:
+            continue
         d = ManifestDoc(**m)
+        ident = rendered.get(f"{d.file}|{d.kind}|{d.name}")
+        if ident is not None:
+            d = replace(d, namespace=ident["namespace"], name=ident["name"], labels=dict(ident["labels"]),
+                        source_name=d.name if ident["name"] != d.name else "")
         for key, value in eff.items():
             file, kind, name, path = key.split("|", 3)
-            if (file, kind, name) == (d.file, d.kind, d.name):
+            if (file, kind, name) == (d.file, d.kind, d.doc_name):
                 node = d.body
                 keys = path.split(".")
                 for k in keys[:-1]:

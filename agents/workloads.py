@@ -195,8 +195,10 @@ def build_workloads(manifests: list[ManifestDoc]) -> dict[str, Workload]:
     for m in manifests:
         if m.kind != "HorizontalPodAutoscaler":
             continue
-        target = dig(m.body, "spec", "scaleTargetRef", "name") or m.name
-        scaled = wl.get(f"{m.namespace}/{target}")
+        target = dig(m.body, "spec", "scaleTargetRef", "name") or m.doc_name
+        # kustomize renames the reference with its target: match the name in the file too
+        scaled = wl.get(f"{m.namespace}/{target}") or next(
+            (w for w in wl.values() if w.namespace == m.namespace and w.doc.doc_name == target), None)
         if scaled is not None:
             scaled.hpa = m
     return wl

@@ -67,10 +67,16 @@ class ManifestDoc:
     namespace: str
     labels: dict[str, str]
     body: dict[str, Any]  # plain (JSON-like) copy of the document
+    source_name: str = ""  # the name in the file, when kustomize renders it under another (a name prefix)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def doc_name(self) -> str:
+        """``metadata.name`` as the file has it: what an edit of this document names."""
+        return self.source_name or self.name
 
 
 @dataclass(frozen=True)

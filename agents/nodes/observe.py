@@ -39,9 +39,15 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
         raise CycleAborted(str(e)) from None
     for p in snap.problems:
         errors.append(err("observe", p.path, str(p)))
-    effective = effective_values(deps, snap.manifests)
+    tree = kustomize.Tree(deps.repo.read_tree())   # one parse per file for every question below
+    view = rendered_view(tree, snap.manifests)
+    errors += [err("observe", file, message) for file, message in view.problems]
+    effective = effective_values(tree, snap.manifests)
     snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
-                "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective}
+                "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective,
+                "rendered": {f"{f}|{k}|{n}": {"namespace": i.namespace, "name": i.name, "labels": dict(i.labels)}
+                             for (f, k, n), i in view.identities.items()},
+                "patch_files": sorted(view.patch_files)}
     # the cycle's typed views, built once here from a copy (the checkpointed snapshot stays as read)
     views = build_views(copy.deepcopy(snapshot), deps.settings.gitops.policies_dir)
     deps.views.put({**state, "snapshot": snapshot}, views)
@@ -76,9 +82,17 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     }
 
 
-def effective_values(deps: Deps, manifests: list[ManifestDoc]) -> dict[str, Any]:
+def rendered_view(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> kustomize.View:
+    """How each manifest runs (rendered namespace, name, labels), which files are patches, and what
+    kustomize would refuse."""
+    refs = [kustomize.ObjectRef(file=m.file, kind=m.kind, name=m.name, api_version=m.api_version,
+                                namespace=dig(m.body, "metadata", "namespace") or None, labels=m.labels)
+            for m in manifests]
+    return kustomize.render(tree, refs)
+
+
+def effective_values(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> dict[str, Any]:
     """Fields of the manifests whose deployed value an overlay sets differently (key file|kind|name|path)."""
-    tree = kustomize.Tree(deps.repo.read_tree())   # one parse per file for every (manifest, field) below
     if not any(f.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES for f in tree):
         return {}
     out: dict[str, Any] = {}

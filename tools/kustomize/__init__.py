@@ -32,6 +32,12 @@ move / copy / list insert, label selectors other than ``k=v``, ``replacements``,
 patch ...), the result is ``ok=False`` with a reason, so the caller notifies instead of editing the
 wrong file.
 
+``render`` gives the rendered view: each object's namespace, name and labels as deployed (overlay
+``namespace``, ``namePrefix`` / ``nameSuffix``, labels, the Application's destination namespace), the
+files that are patches rather than resources, and what kustomize would refuse (missing, remote or
+cyclic bases, unknown fields). Kustomization field names match as kustomize matches them (exactly,
+else case-insensitively: ``patchesJSON6902``).
+
 Modules: ``tree`` (file texts parsed on demand, shared path/name helpers), ``deployers``
 (what Argo CD / Flux deploy), ``patches`` (replaying one level of kustomize options on a field),
 ``resolve`` (routes, ``locate`` / ``effective_value`` / ``relocate``), ``write`` (``apply_edits``).
@@ -40,9 +46,10 @@ Modules: ``tree`` (file texts parsed on demand, shared path/name helpers), ``dep
 from __future__ import annotations
 
 from tools.kustomize.deployers import Deployer, deployers
+from tools.kustomize.render import Identity, ObjectRef, View, render
 from tools.kustomize.resolve import Location, Relocated, effective_value, locate, relocate
 from tools.kustomize.tree import Tree
 from tools.kustomize.write import apply_edits
 
-__all__ = ["Deployer", "Location", "Relocated", "Tree", "apply_edits", "deployers", "effective_value", "locate",
-           "relocate"]
+__all__ = ["Deployer", "Identity", "Location", "ObjectRef", "Relocated", "Tree", "View", "apply_edits", "deployers",
+           "effective_value", "locate", "relocate", "render"]

@@ -26,6 +26,7 @@ class Deployer:
     prefix: Path = ()             # path of its kustomize options in that document
     options: Mapping[str, Any] = field(default_factory=dict)
     recurse: bool = True          # plain folder (no kustomization): also sub-folders
+    namespace: str = ""           # Argo CD destination.namespace: for objects that name none
 
 
 def deployers(files: Mapping[str, str]) -> list[Deployer]:
@@ -59,10 +60,14 @@ def deployers(files: Mapping[str, str]) -> list[Deployer]:
                         continue
                     opts = as_map(src.get("kustomize"))
                     rec = bool((src.get("directory") or {}).get("recurse")) if isinstance(src.get("directory"), dict) else False
+                    dest = as_map(spec.get("destination")).get("namespace")
                     out.append(Deployer(path=norm_dir(src["path"]), label=f"Application {who} ({f})", file=f,
                                         doc_kind=sel[0], doc_name=sel[1], prefix=(*pre, "kustomize"),
-                                        options=opts, recurse=rec))
+                                        options=opts, recurse=rec, namespace=dest if isinstance(dest, str) else ""))
             elif kind == "Kustomization" and api.startswith("kustomize.toolkit.fluxcd.io/"):
+                source = as_map(spec.get("sourceRef")).get("kind", "GitRepository")
+                if source not in ("GitRepository", "", None):
+                    continue   # an ExternalArtifact, OCIRepository, Bucket: its path is not in this repository
                 path = spec.get("path") if isinstance(spec.get("path"), str) else ""
                 opts = dict(spec)
                 if "targetNamespace" in opts:

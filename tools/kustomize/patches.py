@@ -11,16 +11,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from tools.kustomize.tree import Path, Tree, Unsupported, as_map, doc_selector, entries, join_path, name_of
+from tools.kustomize.tree import (
+    Path,
+    Tree,
+    Unsupported,
+    as_map,
+    canonical,
+    doc_selector,
+    entries,
+    join_path,
+    name_of,
+)
 from tools.yamledit import format_path, safe_load_all
 
-__all__ = ["Level", "Setter", "State", "run_level"]
+__all__ = ["Level", "Setter", "State", "advance", "run_level"]
 
+_TARGET_FIELDS = ("group", "version", "kind", "name", "namespace", "labelSelector", "annotationSelector")
 _REPLICA_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
 
 
@@ -35,6 +46,11 @@ class Level:
     body: Mapping[str, Any]
     folder: str
     label: str
+    keys: Mapping[str, str] = field(default_factory=dict)   # field -> key as written (patchesJSON6902 ...)
+
+    def key(self, name: str) -> str:
+        """The key as written in the file for the field ``name`` (edits inside it use that spelling)."""
+        return self.keys.get(name, name)
 
 
 @dataclass
@@ -48,6 +64,8 @@ class State:
     name: str
     labels: dict[str, str]
     annotations: dict[str, str]
+    namespace: str | None = None   # set by a `namespace:` on the way (the last, outermost, wins)
+    body: Any = None                # the object as the base file has it (list items merged by name)
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,7 @@ def _selector_ok(expr: Any, have: Mapping[str, str], what: str) -> bool:
 def _target_ok(target: Any, st: State, where: str) -> bool:
     if not isinstance(target, dict):
         raise Unsupported(f"{where}: target is not a mapping")
+    target = canonical(target, _TARGET_FIELDS)[0]
     group, _, version = st.api_version.rpartition("/")
     checks = [("kind", [st.kind]), ("group", [group]), ("version", [version]), ("name", sorted(st.names)),
               ("namespace", sorted(st.namespaces))]
@@ -238,6 +257,26 @@ def _patch_file_or_inline(tree: Tree, lv: Level, entry: str) -> str | None:
     raise Unsupported(f"{lv.label}: patch file {p} is not in the repository")
 
 
+def advance(b: Mapping[str, Any], st: State) -> None:
+    """What one level's namespace, name prefix/suffix, labels and annotations do to the object."""
+    ns = b.get("namespace")
+    if isinstance(ns, str) and ns:
+        st.namespaces.add(ns)
+        st.namespace = ns
+    pre, suf = b.get("namePrefix") or "", b.get("nameSuffix") or ""
+    if isinstance(pre, str) and isinstance(suf, str) and (pre or suf):
+        st.name = f"{pre}{st.name}{suf}"
+        st.names.add(st.name)
+    if isinstance(b.get("commonLabels"), dict):
+        st.labels.update({str(k): str(v) for k, v in b["commonLabels"].items()})
+    for lab in entries(b, "labels"):
+        pairs = canonical(lab, ("pairs", "includeSelectors", "includeTemplates", "fields"))[0] if isinstance(lab, dict) else {}
+        if isinstance(pairs.get("pairs"), dict):
+            st.labels.update({str(k): str(v) for k, v in pairs["pairs"].items()})
+    if isinstance(b.get("commonAnnotations"), dict):
+        st.annotations.update({str(k): str(v) for k, v in b["commonAnnotations"].items()})
+
+
 def run_level(tree: Tree, lv: Level, st: State, path: Path) -> list[Setter]:
     """Setters of ``path`` in one level, in kustomize's transformer order; updates ``st``."""
     b, out = lv.body, []
@@ -249,37 +288,25 @@ def run_level(tree: Tree, lv: Level, st: State, path: Path) -> list[Setter]:
             raise Unsupported(f"{where}: not a string")
         pf = _patch_file_or_inline(tree, lv, e)
         out += _apply_patch(tree, lv, st, path, content=None if pf else _parse_inline(e, where),
-                            inline_at=None if pf else ("patchesStrategicMerge", i), patch_file=pf, target=None,
+                            inline_at=None if pf else (lv.key("patchesStrategicMerge"), i), patch_file=pf, target=None,
                             where=where)
     for i, e in enumerate(entries(b, "patches")):
         where = f"{lv.label} patches[{i}]"
         out += _entry_patch(tree, lv, st, path, e, "patches", i, where)
-    ns = b.get("namespace")
-    if isinstance(ns, str) and ns:
-        st.namespaces.add(ns)
-    pre, suf = b.get("namePrefix") or "", b.get("nameSuffix") or ""
-    if pre or suf:
-        st.name = f"{pre}{st.name}{suf}"
-        st.names.add(st.name)
-    for key in ("commonLabels",):
-        if isinstance(b.get(key), dict):
-            st.labels.update({str(k): str(v) for k, v in b[key].items()})
-    for lab in entries(b, "labels"):
-        if isinstance(lab, dict) and isinstance(lab.get("pairs"), dict):
-            st.labels.update({str(k): str(v) for k, v in lab["pairs"].items()})
-    if isinstance(b.get("commonAnnotations"), dict):
-        st.annotations.update({str(k): str(v) for k, v in b["commonAnnotations"].items()})
+    advance(b, st)
     for i, e in enumerate(entries(b, "patchesJson6902")):
         where = f"{lv.label} patchesJson6902[{i}]"
         out += _entry_patch(tree, lv, st, path, e, "patchesJson6902", i, where)
-    for i, e in enumerate(entries(b, "replicas")):
-        if isinstance(e, dict) and e.get("name") in st.names and path == ("spec", "replicas"):
+    for i, raw in enumerate(entries(b, "replicas")):
+        e, written, _ = canonical(raw, ("name", "count")) if isinstance(raw, dict) else ({}, {}, [])
+        if e.get("name") in st.names and path == ("spec", "replicas"):
             if st.kind not in _REPLICA_KINDS:
                 raise Unsupported(f"{lv.label} replicas[{i}] names {e.get('name')}, a {st.kind}: not followed")
             if not isinstance(e.get("count"), int):
                 raise Unsupported(f"{lv.label} replicas[{i}]: count is not an integer")
-            out.append(Setter(lv.file, lv.doc_kind, lv.doc_name, (*lv.prefix, "replicas", i, "count"), e["count"],
-                              f"replicas[{i}] of {lv.label}"))
+            out.append(Setter(lv.file, lv.doc_kind, lv.doc_name, (*lv.prefix, lv.key("replicas"), i,
+                                                                   written.get("count", "count")),
+                              e["count"], f"replicas[{i}] of {lv.label}"))
     if entries(b, "images") and path and path[-1] == "image":
         raise Unsupported(f"{lv.label}: `images` may rewrite {format_path(path)}; not followed")
     for i, r in enumerate(entries(b, "replacements")):
@@ -297,10 +324,11 @@ def run_level(tree: Tree, lv: Level, st: State, path: Path) -> list[Setter]:
     return out
 
 
-def _entry_patch(tree: Tree, lv: Level, st: State, path: Path, e: Any, key: str, i: int,
+def _entry_patch(tree: Tree, lv: Level, st: State, path: Path, raw: Any, key: str, i: int,
                  where: str) -> list[Setter]:
-    if not isinstance(e, dict):
+    if not isinstance(raw, dict):
         raise Unsupported(f"{where}: not a mapping")
+    e, written, _ = canonical(raw, ("path", "patch", "target", "options"))
     if e.get("options"):
         raise Unsupported(f"{where}: patch options are not followed")
     target = e.get("target")
@@ -313,6 +341,7 @@ def _entry_patch(tree: Tree, lv: Level, st: State, path: Path, e: Any, key: str,
         return _apply_patch(tree, lv, st, path, content=None, inline_at=None, patch_file=pf, target=target,
                             where=f"{where} {pf}")
     if "patch" in e:
-        return _apply_patch(tree, lv, st, path, content=_parse_inline(e["patch"], where), inline_at=(key, i, "patch"),
+        return _apply_patch(tree, lv, st, path, content=_parse_inline(e["patch"], where),
+                            inline_at=(lv.key(key), i, written["patch"]),
                             patch_file=None, target=target, where=where)
     raise Unsupported(f"{where}: neither `path` nor `patch`")

@@ -24,6 +24,7 @@ from tools.kustomize.tree import (
     Tree,
     Unsupported,
     as_map,
+    canonical,
     doc_selector,
     entries,
     is_remote,
@@ -35,7 +36,7 @@ from tools.kustomize.tree import (
 from tools.kustomize.write import apply_edits
 from tools.yamledit import format_path
 
-__all__ = ["Location", "Relocated", "effective_value", "locate", "relocate"]
+__all__ = ["Location", "Relocated", "effective_value", "level_of", "locate", "relocate", "routes_to", "top_level"]
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,15 @@ class Relocated:
 
 # --------------------------------------------------------------------------- routes
 
-def _level_of(tree: Tree, kfile: str, label: str) -> Level:
+def level_of(tree: Tree, kfile: str, label: str) -> Level:
     docs = [d for d in tree.docs(kfile)]
     real = [i for i, d in enumerate(docs) if d is not None]
     if len(real) != 1 or not isinstance(docs[real[0]], dict):
         raise Unsupported(f"{kfile}: a kustomization file must hold exactly one mapping")
     kind, name = doc_selector(docs, real[0], kfile)
-    return Level(file=kfile, doc_kind=kind, doc_name=name, prefix=(), body=docs[real[0]],
-                 folder=posixpath.dirname(kfile), label=label)
+    body, written, _ = canonical(docs[real[0]])
+    return Level(file=kfile, doc_kind=kind, doc_name=name, prefix=(), body=body,
+                 folder=posixpath.dirname(kfile), label=label, keys=written)
 
 
 def _chains(tree: Tree, folder: str, target: str, stack: tuple[str, ...]) -> list[list[Level]]:
@@ -84,13 +86,13 @@ def _chains(tree: Tree, folder: str, target: str, stack: tuple[str, ...]) -> lis
     kfile = tree.kustomization(folder)
     if kfile is None or folder in stack or len(stack) > 20:
         return []
-    level = _level_of(tree, kfile, kfile)
+    level = level_of(tree, kfile, kfile)
     comps: list[Level] = []
     for c in entries(level.body, "components"):
         if isinstance(c, str) and not is_remote(c):
             cf = tree.kustomization(join_path(folder, c))
             if cf is not None:
-                comps.append(_level_of(tree, cf, f"component {cf}"))
+                comps.append(level_of(tree, cf, f"component {cf}"))
     out: list[list[Level]] = []
     sources = [(level.folder, e) for e in entries(level.body, "resources") + entries(level.body, "bases")]
     sources += [(c.folder, e) for c in comps for e in entries(c.body, "resources")]
@@ -105,14 +107,14 @@ def _chains(tree: Tree, folder: str, target: str, stack: tuple[str, ...]) -> lis
     return out
 
 
-def _roots(tree: Tree) -> list[str]:
+def top_level(tree: Tree) -> list[str]:
     """Folders of kustomizations that no other kustomization includes."""
     folders = {posixpath.dirname(f) for f in tree.files if posixpath.basename(f) in KUSTOMIZATION_FILES}
     included: set[str] = set()
     for d in folders:
         kfile = tree.kustomization(d)
         try:
-            body = _level_of(tree, kfile, kfile).body if kfile else {}
+            body = level_of(tree, kfile, kfile).body if kfile else {}
         except Unsupported:
             continue
         for key in ("resources", "bases", "components"):
@@ -120,7 +122,7 @@ def _roots(tree: Tree) -> list[str]:
     return sorted(folders - included)
 
 
-def _routes(tree: Tree, target: str, deps: list[Deployer]) -> list[tuple[str, list[Level]]]:
+def routes_to(tree: Tree, target: str, deps: list[Deployer]) -> list[tuple[str, list[Level]]]:
     routes: list[tuple[str, list[Level]]] = []
     for dep in deps:
         extra = [Level(file=dep.file, doc_kind=dep.doc_kind, doc_name=dep.doc_name, prefix=dep.prefix,
@@ -197,9 +199,9 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
         else:
             deps = deployers(files)
             how = "Argo CD Applications / Flux Kustomizations"
-        routes = _routes(tree, target, deps)
+        routes = routes_to(tree, target, deps)
         if not routes and deployed_paths is None:
-            routes = _routes(tree, target, [Deployer(path=r, label="top-level kustomization") for r in _roots(tree)])
+            routes = routes_to(tree, target, [Deployer(path=r, label="top-level kustomization") for r in top_level(tree)])
             how = "top-level kustomizations (no Argo CD / Flux object deploys this file)"
         if not routes:
             return Location(ok=True, edit=edit, effective=base_value, routes=(),

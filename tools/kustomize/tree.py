@@ -13,10 +13,19 @@ import yaml
 
 from tools.yamledit import metadata_name, safe_load_all
 
-__all__ = ["KUSTOMIZATION_FILES", "Path", "Tree", "Unsupported", "as_map", "doc_selector", "entries", "is_remote",
-           "join_path", "name_of", "norm_dir", "norm_file"]
+__all__ = ["KUSTOMIZATION_FIELDS", "KUSTOMIZATION_FILES", "Path", "Tree", "Unsupported", "as_map", "canonical",
+           "doc_selector", "entries", "is_remote", "join_path", "name_of", "norm_dir", "norm_file"]
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+# The fields of a kustomization (kustomize.config.k8s.io Kustomization / Component). kustomize reads
+# them with Go's JSON decoding, which matches a field name exactly or else case-insensitively:
+# `patchesJSON6902` is `patchesJson6902`.
+KUSTOMIZATION_FIELDS = (
+    "apiVersion", "kind", "metadata", "openapi", "namePrefix", "nameSuffix", "namespace", "commonLabels", "labels",
+    "commonAnnotations", "patchesStrategicMerge", "patchesJson6902", "patches", "images", "imageTags", "replacements",
+    "replicas", "vars", "sortOptions", "resources", "components", "crds", "bases", "configMapGenerator",
+    "secretGenerator", "helmGlobals", "helmCharts", "helmChartInflationGenerator", "generatorOptions",
+    "configurations", "generators", "transformers", "validators", "buildMetadata", "inventory")
 Path = tuple[str | int, ...]
 
 
@@ -101,6 +110,23 @@ def doc_selector(docs: list[Any], index: int, path: str) -> tuple[str, str]:
     if same != [index]:
         raise Unsupported(f"{path}: document {index} cannot be told apart from the other documents of the file")
     return sel
+
+
+def canonical(body: Mapping[str, Any], fields: tuple[str, ...] = KUSTOMIZATION_FIELDS,
+              ) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """``body`` with its keys spelled as in ``fields`` (an exact match first, else case-insensitive, as
+    Go's JSON decoding does), the key as written for each field, and the keys that are no field."""
+    by_lower = {f.lower(): f for f in fields}
+    out: dict[str, Any] = {}
+    written: dict[str, str] = {}
+    unknown: list[str] = []
+    for k in sorted(body, key=lambda k: str(k) not in fields):   # exact spellings win
+        name = k if k in fields else by_lower.get(str(k).lower())
+        if name is None:
+            unknown.append(str(k))
+        elif name not in out:
+            out[name], written[name] = body[k], str(k)
+    return out, written, unknown
 
 
 def is_remote(entry: str) -> bool:
