@@ -4,6 +4,7 @@ context, which carries the first of them."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -19,14 +20,29 @@ log = logging.getLogger("remediator.cycle")
 REQUESTS_PATH = ("spec", "resourceRequests")   # a MultimodalInferenceService's per-replica requests
 
 
+def history_place(w: Workload, field: tuple[str, ...]) -> tuple[str, str, str, tuple[str | int, ...]]:
+    """``(file, kind, name, path)`` whose Git history is the history of the deployed mapping ``field``
+    of the workload: the overlay patch document that sets its keys when one such document sets all
+    the keys an overlay sets (a resources or model patch), else the workload's own document."""
+    places = set()
+    for key, (file, kind, name, path) in w.doc.set_in.items():
+        keys = json.loads(key)
+        if keys[:-1] == list(field) and kind == w.kind and len(path) >= 1:
+            places.add((file, kind, name, tuple(path[:-1])))
+    if len(places) == 1:
+        return places.pop()
+    return w.file, w.kind, w.doc.doc_name, field
+
+
 def previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
     """The model version before the current one in Git history, with its artifact path and the
     time the current version was committed."""
     current = str(w.model.get("version", ""))
+    file, kind, name, path = history_place(w, ("spec", "modelRef"))
     try:
-        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.doc.doc_name, field=("spec", "modelRef"))
+        hist = deps.repo.field_history(path=file, doc_kind=kind, doc_name=name, field=path)
     except ToolError as e:
-        log.warning("git history of %s unavailable: %s", w.file, e)
+        log.warning("git history of %s unavailable: %s", file, e)
         return None
     set_at = None
     for sha, at, value in hist:
@@ -41,13 +57,15 @@ def previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
 
 
 def request_history(deps: Deps, w: Workload) -> list[tuple[str, datetime, dict[str, Any]]]:
-    """``(commit, committed_at, resourceRequests)`` of the workload's manifest, newest first."""
+    """``(commit, committed_at, resourceRequests)`` where the workload's requests are set (its
+    manifest, or the overlay patch that sets them), newest first."""
     if w.kind != "MultimodalInferenceService":
         return []
+    file, kind, name, path = history_place(w, REQUESTS_PATH)
     try:
-        hist = deps.repo.field_history(path=w.file, doc_kind=w.kind, doc_name=w.doc.doc_name, field=REQUESTS_PATH)
+        hist = deps.repo.field_history(path=file, doc_kind=kind, doc_name=name, field=path)
     except ToolError as e:
-        log.warning("git history of %s unavailable: %s", w.file, e)
+        log.warning("git history of %s unavailable: %s", file, e)
         return []
     return [(sha, at, v if isinstance(v, dict) else {}) for sha, at, v in hist]
 

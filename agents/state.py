@@ -8,6 +8,7 @@ once per cycle by ``ViewCache.get`` instead of being re-parsed by every node.
 
 from __future__ import annotations
 
+import json
 import operator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -81,14 +82,26 @@ def effective_docs(snapshot: dict[str, Any]) -> list[ManifestDoc]:
         for key, value in eff.items():
             file, kind, name, path = key.split("|", 3)
             if (file, kind, name) == (d.file, d.kind, d.doc_name):
-                node = d.body
-                keys = path.split(".")
-                for k in keys[:-1]:
-                    node = node.setdefault(k, {}) if isinstance(node, dict) else {}
-                if isinstance(node, dict):
-                    node[keys[-1]] = value
+                _set_in(d.body, json.loads(path) if path.startswith("[") else path.split("."), value)
+        prefix = f"{d.file}|{d.kind}|{d.doc_name}|"
+        places = {k[len(prefix):]: v for k, v in (snapshot.get("set_in") or {}).items() if k.startswith(prefix)}
+        if places:
+            d = replace(d, set_in=places)
         docs.append(d)
     return docs
+
+
+def _set_in(node: Any, keys: list[Any], value: Any) -> None:
+    """Set ``value`` at ``keys`` (mapping keys and list indexes) in ``node``; missing mappings are made."""
+    for k in keys[:-1]:
+        if isinstance(node, dict):
+            node = node.setdefault(k, {})
+        elif isinstance(node, list) and isinstance(k, int) and 0 <= k < len(node):
+            node = node[k]
+        else:
+            return
+    if isinstance(node, dict) or (isinstance(node, list) and isinstance(keys[-1], int) and 0 <= keys[-1] < len(node)):
+        node[keys[-1]] = value
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ class ManifestDoc:
     labels: dict[str, str]
     body: dict[str, Any]  # plain (JSON-like) copy of the document
     source_name: str = ""  # the name in the file, when kustomize renders it under another (a name prefix)
+    # field (JSON list of keys) -> [file, kind, name, path] of the place that sets its deployed value,
+    # where that is not this document (an overlay patch): Git history of the value is read there
+    set_in: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

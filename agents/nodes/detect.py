@@ -14,7 +14,7 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from agents.deps import Deps, audit, now_of, retrying
-from agents.history import REQUESTS_PATH, previous_model, request_history
+from agents.history import REQUESTS_PATH, history_place, previous_model, request_history
 from agents.scoring import score_batch
 from agents.state import CycleState, Views, err, event_from_dict
 from agents.workloads import Workload, managed_objects, select_workloads
@@ -243,6 +243,7 @@ def request_change(deps: Deps, w: Workload | None, evidence: dict[str, Any]) -> 
                   if (qn := quantity(v)) is not None and (qo := quantity(old.get(k))) is not None and qn > qo}
         if not raised:
             return None
-        return {"commit": sha[:12], "at": at.isoformat().replace("+00:00", "Z"), "file": w.file,
-                "path": ".".join(REQUESTS_PATH), "raised": raised}
+        file, _, _, path = history_place(w, REQUESTS_PATH)
+        return {"commit": sha[:12], "at": at.isoformat().replace("+00:00", "Z"), "file": file,
+                "path": ".".join(str(p) for p in path), "raised": raised}
     return None

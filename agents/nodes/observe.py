@@ -22,9 +22,26 @@ KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 
 EFFECTIVE_FIELDS: dict[str, list[tuple[str, ...]]] = {
     "MultimodalInferenceService": [("spec", "autoscaling", "minReplicas"), ("spec", "autoscaling", "maxReplicas"),
-                                   ("spec", "modelRef", "version"), ("spec", "modelRef", "path")],
+                                   ("spec", "modelRef", "version"), ("spec", "modelRef", "path"),
+                                   ("spec", "resourceRequests", "cpu"), ("spec", "resourceRequests", "memory"),
+                                   ("spec", "resourceRequests", "gpu")],
     "HorizontalPodAutoscaler": [("spec", "minReplicas"), ("spec", "maxReplicas")],
 }
+POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Rollout")
+CONTAINER_FIELDS = [("image",), *[("resources", part, r) for part in ("requests", "limits")
+                                  for r in ("cpu", "memory", "nvidia.com/gpu")]]
+
+
+def effective_fields(m: ManifestDoc) -> list[tuple[str | int, ...]]:
+    """The fields of a manifest whose deployed value is read: replica bounds, model, requests; for a
+    pod template, replicas and each container's image and resources."""
+    if m.kind not in POD_TEMPLATE_KINDS:
+        return list(EFFECTIVE_FIELDS.get(m.kind, []))
+    containers = dig(m.body, "spec", "template", "spec", "containers")
+    out: list[tuple[str | int, ...]] = [("spec", "replicas")]
+    for i in range(len(containers) if isinstance(containers, list) else 0):
+        out += [("spec", "template", "spec", "containers", i, *f) for f in CONTAINER_FIELDS]
+    return out
 
 
 def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
@@ -42,12 +59,12 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     tree = kustomize.Tree(deps.repo.read_tree())   # one parse per file for every question below
     view = rendered_view(tree, snap.manifests)
     errors += [err("observe", file, message) for file, message in view.problems]
-    effective = effective_values(tree, snap.manifests)
+    effective, set_in = effective_values(tree, snap.manifests)
     snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
                 "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective,
                 "rendered": {f"{f}|{k}|{n}": {"namespace": i.namespace, "name": i.name, "labels": dict(i.labels)}
                              for (f, k, n), i in view.identities.items()},
-                "patch_files": sorted(view.patch_files)}
+                "patch_files": sorted(view.patch_files), "set_in": set_in}
     # the cycle's typed views, built once here from a copy (the checkpointed snapshot stays as read)
     views = build_views(copy.deepcopy(snapshot), deps.settings.gitops.policies_dir)
     deps.views.put({**state, "snapshot": snapshot}, views)
@@ -91,17 +108,22 @@ def rendered_view(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> kustomi
     return kustomize.render(tree, refs)
 
 
-def effective_values(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> dict[str, Any]:
-    """Fields of the manifests whose deployed value an overlay sets differently (key file|kind|name|path)."""
+def effective_values(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Fields of the manifests whose deployed value an overlay sets differently, and for every field
+    an overlay sets (differently or not) the place that sets it: both keyed file|kind|name|[path]."""
     if not any(f.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES for f in tree):
-        return {}
+        return {}, {}
     out: dict[str, Any] = {}
+    set_in: dict[str, list[Any]] = {}
     for m in manifests:
-        for path in EFFECTIVE_FIELDS.get(m.kind, []):
+        for path in effective_fields(m):
             base = dig(m.body, *path)
             if base is None:
                 continue
             loc = kustomize.effective_value(tree, file=m.file, doc_kind=m.kind, doc_name=m.name, path=path)
-            if loc.ok and loc.moved and loc.effective is not None and loc.effective != base:
-                out[f"{m.file}|{m.kind}|{m.name}|{'.'.join(path)}"] = loc.effective
-    return out
+            key = f"{m.file}|{m.kind}|{m.name}|{json.dumps(list(path))}"
+            if loc.ok and loc.moved and loc.edit is not None:
+                set_in[key] = [loc.edit.file, loc.edit.doc_kind, loc.edit.doc_name, list(loc.edit.path)]
+                if loc.effective is not None and loc.effective != base:
+                    out[key] = loc.effective
+    return out, set_in

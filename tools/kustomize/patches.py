@@ -29,7 +29,7 @@ from tools.kustomize.tree import (
 )
 from tools.yamledit import format_path, safe_load_all
 
-__all__ = ["Level", "Setter", "State", "advance", "run_level"]
+__all__ = ["Level", "Setter", "State", "advance", "join_image", "run_level", "split_image"]
 
 _TARGET_FIELDS = ("group", "version", "kind", "name", "namespace", "labelSelector", "annotationSelector")
 _REPLICA_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
@@ -78,6 +78,8 @@ class Setter:
     path: Path
     value: Any
     how: str
+    part: str = ""      # "tag" / "digest": the place holds only that part of the image reference ``value``
+    raw: Any = None     # what the place holds, when ``part``
 
     @property
     def key(self) -> tuple[str, str, str, Path]:
@@ -133,28 +135,51 @@ def _smp_doc_ok(doc: Mapping[str, Any], st: State) -> bool:
 
 # --------------------------------------------------------------------------- patch semantics
 
-def _smp_lookup(doc: Any, path: Path, where: str) -> tuple[bool, Any]:
-    """(sets, value) of a strategic-merge patch for ``path``; raises when it deletes/replaces it."""
-    node = doc
-    for i, key in enumerate(path):
+# lists a strategic-merge patch merges item by item, and the key that identifies an item
+_MERGE_KEYS = {"containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
+               "volumes": "name"}
+
+
+def _smp_lookup(doc: Any, path: Path, where: str, base: Any = None) -> tuple[bool, Any, Path]:
+    """(sets, value, path in the patch) of a strategic-merge patch for ``path``; raises when it
+    deletes/replaces it. A list on the way that kustomize merges by key (``containers`` by name) is
+    followed to the item whose key is the key of the base object's item at that index."""
+    node, here = doc, base
+    at: list[str | int] = []
+    i = 0
+    while i < len(path):
+        key = path[i]
         if not isinstance(node, dict):
             raise Unsupported(f"{where}: {format_path(path[:i])} is not a mapping in the patch")
         for directive in ("$patch", "$retainKeys"):
             if directive in node:
                 raise Unsupported(f"{where}: {directive} at {format_path(path[:i]) or 'the document'} is not followed")
         if key not in node:
-            return False, None
+            return False, None, ()
         v = node[key]
         if v is None:
             raise Unsupported(f"{where}: the patch deletes {format_path(path[:i + 1])}")
+        here = here.get(key) if isinstance(here, dict) else None
         if i == len(path) - 1:
             if isinstance(v, dict | list):
                 raise Unsupported(f"{where}: the patch sets {format_path(path)} to a collection")
-            return True, v
+            return True, v, (*at, key)
         if isinstance(v, list):
-            raise Unsupported(f"{where}: the patch merges the list {format_path(path[:i + 1])} on the field's path")
-        node = v
-    return False, None
+            merge_key, index = _MERGE_KEYS.get(str(key)), path[i + 1]
+            item = here[index] if isinstance(here, list) and isinstance(index, int) and 0 <= index < len(here) else None
+            if merge_key is None or not isinstance(item, dict) or not isinstance(item.get(merge_key), str):
+                raise Unsupported(f"{where}: the patch merges the list {format_path(path[:i + 1])} on the field's path")
+            hits = [j for j, x in enumerate(v) if isinstance(x, dict) and x.get(merge_key) == item[merge_key]]
+            if not hits:
+                return False, None, ()
+            if len(hits) > 1:
+                raise Unsupported(f"{where}: {format_path(path[:i + 1])} lists {merge_key} {item[merge_key]!r} twice")
+            node, here, at = v[hits[0]], item, [*at, key, hits[0]]
+            i += 2
+            continue
+        node, at = v, [*at, key]
+        i += 1
+    return False, None, ()
 
 
 def _pointer(p: Any, where: str) -> list[str]:
@@ -240,9 +265,9 @@ def _apply_patch(tree: Tree, lv: Level, st: State, path: Path, *, content: Any, 
         elif isinstance(body, dict):
             if target is None and not _smp_doc_ok(body, st):
                 continue
-            sets, value = _smp_lookup(body, path, where)
+            sets, value, at = _smp_lookup(body, path, where, st.body)
             if sets:
-                out.append(Setter(file, kind, name, (*pre, *path), value, f"strategic-merge patch ({where})"))
+                out.append(Setter(file, kind, name, (*pre, *at), value, f"strategic-merge patch ({where})"))
         else:
             raise Unsupported(f"{where}: a patch that is neither a mapping nor a list of operations")
     return out
@@ -277,8 +302,57 @@ def advance(b: Mapping[str, Any], st: State) -> None:
         st.annotations.update({str(k): str(v) for k, v in b["commonAnnotations"].items()})
 
 
-def run_level(tree: Tree, lv: Level, st: State, path: Path) -> list[Setter]:
-    """Setters of ``path`` in one level, in kustomize's transformer order; updates ``st``."""
+def split_image(ref: str) -> tuple[str, str, str]:
+    """``(name, tag, digest)`` of an image reference (``host:5000/a/b:1.2@sha256:..``)."""
+    name, _, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:], digest
+    return name, "", digest
+
+
+def join_image(name: str, tag: str, digest: str) -> str:
+    return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+
+_IMAGE_FIELDS = ("name", "newName", "newTag", "digest")
+
+
+def _images(lv: Level, path: Path, current: Any) -> list[Setter]:
+    """The ``images:`` entry that rewrites the container image at ``path`` (value: the new reference)."""
+    if not (path and path[-1] == "image" and any(p in ("containers", "initContainers") for p in path)):
+        return []
+    if not isinstance(current, str):
+        return []
+    name, tag, digest = split_image(current)
+    out: list[Setter] = []
+    for i, raw in enumerate(entries(lv.body, "images")):
+        e, written, unknown = canonical(raw, _IMAGE_FIELDS) if isinstance(raw, dict) else ({}, {}, ["?"])
+        if unknown or not isinstance(e.get("name"), str):
+            raise Unsupported(f"{lv.label} images[{i}]: not a mapping of {', '.join(_IMAGE_FIELDS)}")
+        if e["name"] != name:
+            continue
+        new_name = str(e.get("newName") or name)
+        where = (*lv.prefix, lv.key("images"), i)
+        how = f"images[{i}] of {lv.label}"
+        if e.get("digest") not in (None, ""):
+            d = str(e["digest"])
+            out.append(Setter(lv.file, lv.doc_kind, lv.doc_name, (*where, written["digest"]),
+                              join_image(new_name, "", d), how, part="digest", raw=e["digest"]))
+        elif e.get("newTag") not in (None, ""):
+            t = str(e["newTag"])
+            out.append(Setter(lv.file, lv.doc_kind, lv.doc_name, (*where, written["newTag"]),
+                              join_image(new_name, t, ""), how, part="tag", raw=e["newTag"]))
+        elif new_name != name:
+            raise Unsupported(f"{how} renames the image to {new_name} and keeps the base file's tag: not followed")
+        name, tag, digest = split_image(out[-1].value) if out else (name, tag, digest)
+    return out
+
+
+def run_level(tree: Tree, lv: Level, st: State, path: Path, current: Any = None) -> list[Setter]:
+    """Setters of ``path`` in one level, in kustomize's transformer order; updates ``st``.
+    ``current``: the value before this level (for ``images:``, which rewrites part of it)."""
     b, out = lv.body, []
     if b.get("transformers"):
         raise Unsupported(f"{lv.label}: custom `transformers` are not followed")
@@ -307,8 +381,7 @@ def run_level(tree: Tree, lv: Level, st: State, path: Path) -> list[Setter]:
             out.append(Setter(lv.file, lv.doc_kind, lv.doc_name, (*lv.prefix, lv.key("replicas"), i,
                                                                    written.get("count", "count")),
                               e["count"], f"replicas[{i}] of {lv.label}"))
-    if entries(b, "images") and path and path[-1] == "image":
-        raise Unsupported(f"{lv.label}: `images` may rewrite {format_path(path)}; not followed")
+    out += _images(lv, path, out[-1].value if out else current)
     for i, r in enumerate(entries(b, "replacements")):
         if not isinstance(r, dict) or "path" in r:
             raise Unsupported(f"{lv.label} replacements[{i}]: replacements from a file are not followed")

@@ -17,7 +17,7 @@ from typing import Any
 from memory.records import FieldEdit
 from tools.errors import PermanentError
 from tools.kustomize.deployers import Deployer, deployers
-from tools.kustomize.patches import Level, Setter, State, run_level
+from tools.kustomize.patches import Level, Setter, State, run_level, split_image
 from tools.kustomize.tree import (
     KUSTOMIZATION_FILES,
     Path,
@@ -211,10 +211,10 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
             st = State(kind=edit.doc_kind, api_version=str(doc.get("apiVersion", "")), names={edit.doc_name},
                        name=edit.doc_name, namespaces={str(meta["namespace"])} if meta.get("namespace") else set(),
                        labels={str(k): str(v) for k, v in as_map(meta.get("labels")).items()},
-                       annotations={str(k): str(v) for k, v in as_map(meta.get("annotations")).items()})
+                       annotations={str(k): str(v) for k, v in as_map(meta.get("annotations")).items()}, body=doc)
             last = Setter(target, edit.doc_kind, edit.doc_name, path, base_value, f"the base file {edit.file}")
             for lv in levels:
-                for s in run_level(tree, lv, st, path):
+                for s in run_level(tree, lv, st, path, last.value):
                     last = s
             setters.setdefault(last.key, (last, []))[1].append(label)
     except Unsupported as exc:
@@ -231,9 +231,18 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
     if check_old and edit.old is not None and str(edit.old) != str(s.value):
         return fail(f"the plan changes {edit.old!r} but {s.how} sets {s.value!r} for {', '.join(labels)}; "
                     "re-plan from the deployed value", labels)
-    moved_edit = FieldEdit(file=s.file, doc_kind=s.doc_kind, doc_name=s.doc_name, path=s.path, old=s.value, new=edit.new)
+    new: Any = edit.new
+    if s.part and new is not None:   # an `images:` entry holds only the tag (or digest) of the reference
+        new_name, tag, digest = split_image(str(new))
+        kept, changed = (digest, tag) if s.part == "tag" else (tag, digest)
+        if new_name != split_image(str(s.value))[0] or kept or not changed:
+            return fail(f"{s.how} sets only the {s.part} of {s.value!r}; the plan's {new!r} changes more than "
+                        "that", labels)
+        new = tag if s.part == "tag" else digest
+    old = s.raw if s.part else s.value
+    moved_edit = FieldEdit(file=s.file, doc_kind=s.doc_kind, doc_name=s.doc_name, path=s.path, old=old, new=new)
     try:  # the caller must be able to apply it: try now (a quoted inline patch, an anchor ... is refused here)
-        probe = moved_edit if edit.new is not None else moved_edit.model_copy(update={"new": s.value})
+        probe = moved_edit if new is not None else moved_edit.model_copy(update={"new": old})
         apply_edits(tree.files[s.file], [probe])
     except PermanentError as exc:
         return fail(f"{s.how} sets it, but that text cannot be edited: {exc}", labels)
