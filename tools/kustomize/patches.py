@@ -66,6 +66,9 @@ class State:
     annotations: dict[str, str]
     namespace: str | None = None   # set by a `namespace:` on the way (the last, outermost, wins)
     body: Any = None                # the object as the base file has it (list items merged by name)
+    # lists a strategic-merge patch merged into on the way (keys; None = any list item): kustomize may
+    # reorder them, so a later JSON6902 op that addresses their items by index is not followed
+    merged_lists: set[tuple[str | None, ...]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,11 @@ def _target_ok(target: Any, st: State, where: str) -> bool:
 
 
 def _smp_doc_ok(doc: Mapping[str, Any], st: State) -> bool:
-    meta = as_map(doc.get("metadata"))
-    ns = meta.get("namespace")
-    return doc.get("kind") == st.kind and name_of(doc) in st.names and (ns in (None, "") or ns in st.namespaces)
+    """A strategic-merge patch applies to the object it names by kind, name and namespace (any name
+    or namespace the object had on the way; no namespace is the namespace "default", as in kustomize)."""
+    ns = as_map(doc.get("metadata")).get("namespace") or "default"
+    have = {n or "default" for n in st.namespaces} or {"default"}
+    return doc.get("kind") == st.kind and name_of(doc) in st.names and ns in have
 
 
 # --------------------------------------------------------------------------- patch semantics
@@ -188,7 +193,29 @@ def _pointer(p: Any, where: str) -> list[str]:
     return [s.replace("~1", "/").replace("~0", "~") for s in p.split("/")[1:]] if p else []
 
 
-def _json6902(ops: Any, path: Path, where: str) -> tuple[Path, Any] | None:
+def _mark_merged_lists(node: Any, at: tuple[str | None, ...], st: State) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(v, list) and str(k) in _MERGE_KEYS:
+                st.merged_lists.add((*at, str(k)))
+            _mark_merged_lists(v, (*at, str(k)), st)
+    elif isinstance(node, list):
+        for item in node:
+            _mark_merged_lists(item, (*at, None), st)
+
+
+def _by_index_in_merged_list(p: list[str], q: list[str], st: State) -> bool:
+    """Whether the op path ``p`` addresses by index an item of a list on the field's path ``q`` that
+    a strategic-merge patch merged into (any item: after a reorder, index 1 may be the field's)."""
+    for lst in st.merged_lists:
+        n = len(lst)
+        if len(p) > n and len(q) > n and p[n].isdigit() and p[:n] == q[:n] and all(
+                a is None or a == b for a, b in zip(lst, p, strict=False)):
+            return True
+    return False
+
+
+def _json6902(ops: Any, path: Path, where: str, st: State) -> tuple[Path, Any] | None:
     """(path inside the ops list, value) of the last op that sets ``path``; None when none does."""
     if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
         raise Unsupported(f"{where}: a JSON6902 patch must be a list of operations")
@@ -198,6 +225,9 @@ def _json6902(ops: Any, path: Path, where: str) -> tuple[Path, Any] | None:
         name, p = op.get("op"), _pointer(op.get("path"), where)
         if name == "test":
             continue
+        if _by_index_in_merged_list(p, q, st):
+            raise Unsupported(f"{where}: op {j} addresses {op.get('path')} by index after a strategic-merge "
+                              "patch merged into that list (kustomize may have reordered it); not followed")
         if name in ("move",) and "from" in op:
             frm = _pointer(op.get("from"), where)
             if q[:len(frm)] == frm:
@@ -259,12 +289,13 @@ def _apply_patch(tree: Tree, lv: Level, st: State, path: Path, *, content: Any, 
         if isinstance(body, list):
             if target is None:
                 raise Unsupported(f"{where}: a JSON6902 patch without a target")
-            hit = _json6902(body, path, where)
+            hit = _json6902(body, path, where, st)
             if hit is not None:
                 out.append(Setter(file, kind, name, (*pre, *hit[0]), hit[1], f"JSON6902 patch ({where})"))
         elif isinstance(body, dict):
             if target is None and not _smp_doc_ok(body, st):
                 continue
+            _mark_merged_lists(body, (), st)
             sets, value, at = _smp_lookup(body, path, where, st.body)
             if sets:
                 out.append(Setter(file, kind, name, (*pre, *at), value, f"strategic-merge patch ({where})"))

@@ -24,6 +24,7 @@ from tools.kustomize.tree import (
     entries,
     is_remote,
     join_path,
+    norm_dir,
     norm_file,
 )
 
@@ -59,19 +60,25 @@ class View:
     problems: tuple[tuple[str, str], ...]               # (file, what is wrong and what to do)
 
 
-def render(files: Mapping[str, str], objects: Iterable[ObjectRef]) -> View:
+def render(files: Mapping[str, str], objects: Iterable[ObjectRef], deployed_paths: Iterable[str] | None = None) -> View:
     """The rendered identity of each object that a kustomization includes (objects deployed as a
     plain folder keep their own names; their namespace is the Application's destination when they
-    name none). An object deployed under different identities by different routes is a problem,
+    name none). ``deployed_paths``: the folders deployed (default: the Argo CD Applications / Flux
+    Kustomizations among ``files``, else the top-level kustomizations). An object deployed under different identities by different routes is a problem,
     and keeps its first identity."""
     tree = Tree.of(files)
     problems = _check(tree)
-    deps = deployers(tree)
-    fallback = [Deployer(path=r, label="top-level kustomization") for r in top_level(tree)]
+    if deployed_paths is not None:
+        deps = [Deployer(path=norm_dir(p), label=f"deployed path {norm_dir(p) or '.'}") for p in deployed_paths]
+        fallback: list[Deployer] = []
+    else:
+        deps = deployers(tree)
+        fallback = [Deployer(path=r, label="top-level kustomization") for r in top_level(tree)]
     out: dict[tuple[str, str, str], Identity] = {}
     for obj in objects:
         try:
-            routes = routes_to(tree, norm_file(obj.file), deps) or routes_to(tree, norm_file(obj.file), fallback)
+            routes = routes_to(tree, norm_file(obj.file), deps) or (
+                routes_to(tree, norm_file(obj.file), fallback) if fallback else [])
         except Unsupported as exc:
             problems.append((obj.file, f"{obj.kind}/{obj.name}: {exc}"))
             continue

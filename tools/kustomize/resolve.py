@@ -209,7 +209,7 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
         setters: dict[tuple[str, str, str, Path], tuple[Setter, list[str]]] = {}
         for label, levels in routes:
             st = State(kind=edit.doc_kind, api_version=str(doc.get("apiVersion", "")), names={edit.doc_name},
-                       name=edit.doc_name, namespaces={str(meta["namespace"])} if meta.get("namespace") else set(),
+                       name=edit.doc_name, namespaces={str(meta.get("namespace") or "")},
                        labels={str(k): str(v) for k, v in as_map(meta.get("labels")).items()},
                        annotations={str(k): str(v) for k, v in as_map(meta.get("annotations")).items()}, body=doc)
             last = Setter(target, edit.doc_kind, edit.doc_name, path, base_value, f"the base file {edit.file}")
