@@ -213,7 +213,7 @@ def test_inline_strategic_patch_is_edited_inside_the_block():
 
 def test_inline_patches_strategic_merge_string():
     kust = overlay_kust("patchesStrategicMerge:\n  - |\n    apiVersion: ai.apexlogic.com/v1alpha1\n"
-                        "    kind: MultimodalInferenceService\n    metadata: {name: image-captioner}\n"
+                        "    kind: MultimodalInferenceService\n    metadata: {name: image-captioner, namespace: ml-serving}\n"
                         "    spec: {autoscaling: {maxReplicas: 4}}\n")
     file, new = apply_located(repo(kust), cap())
     assert changed_lines(kust, new) == [("    spec: {autoscaling: {maxReplicas: 4}}",
