@@ -131,6 +131,11 @@ class ViewCache:
         self._key: tuple[str, str] | None = None
         self._views: Views | None = None
 
+    @property
+    def current(self) -> Views | None:
+        """The views of the cycle in progress (None before observe built them)."""
+        return self._views
+
     def put(self, state: CycleState, views: Views) -> None:
         """Keep views built by observe for the rest of this cycle."""
         self._views, self._key = views, (state["cycle_id"], str(state["snapshot"].get("commit")))

@@ -12,7 +12,7 @@ from memory.records import Incident
 from tools.detectors.oob import DEFAULT_ACTORS
 from tools.results import FileProblem, ManifestDoc
 
-WORKLOAD_KINDS = ("MultimodalInferenceService", "Deployment", "Rollout")
+WORKLOAD_KINDS = ("MultimodalInferenceService", "Deployment", "StatefulSet", "Rollout")
 PLAYBOOKS_DEFAULT = ["cap_max_replicas", "scale_down_noncritical", "rightsize_requests",
                      "rollback_model_version", "revert_out_of_band_change", "notify_only"]
 

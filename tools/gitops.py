@@ -28,7 +28,8 @@ from tools.errors import PermanentError, TemporaryError, ToolError, scrub, witho
 from tools.results import CommitInfo, FileProblem, ManifestDoc, RepoSnapshot
 from tools.yamledit import YamlParseError, get_value, parse_documents
 
-MANIFEST_KINDS = frozenset({"MultimodalInferenceService", "Deployment", "HorizontalPodAutoscaler", "Rollout"})
+MANIFEST_KINDS = frozenset({"MultimodalInferenceService", "Deployment", "StatefulSet", "HorizontalPodAutoscaler",
+                            "Rollout"})
 
 _PERMANENT = ("rejected", "non-fast-forward", "stale info", "declined", "protected branch")
 _ACCESS = ("authentication failed", "permission denied", "could not read username", "403", "401")
@@ -198,6 +199,21 @@ class GitClone:
         return datetime.fromtimestamp(int(self.run("log", "-1", "--format=%ct", ref)), UTC)
 
 
+def repo_files(root: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """Repo-relative paths of the files with ``suffixes`` (no symlinks, no .git). A Helm chart's
+    ``templates/`` and ``charts/`` (beside its ``Chart.yaml``) are Go templates that Helm renders,
+    not YAML: they are left out, so a chart in the repository is no YAML error."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        skip = {".git"} | ({"templates", "charts"} if "Chart.yaml" in filenames else set())
+        dirnames[:] = sorted(d for d in dirnames if d not in skip)
+        for fn in filenames:
+            full = Path(dirpath) / fn
+            if fn.endswith(suffixes) and not full.is_symlink():
+                found.append(full.relative_to(root).as_posix())
+    return sorted(found)
+
+
 class GitRepo:
     """GitOpsRepo adapter: desired state, policies and history of ``origin/<branch>``."""
 
@@ -273,27 +289,15 @@ class GitRepo:
         """Repo path -> text of every YAML / JSON file at the synced head (for kustomize overlays)."""
         root = self.git.workdir
         out: dict[str, str] = {}
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != ".git")
-            for fn in filenames:
-                full = Path(dirpath) / fn
-                if fn.endswith((".yaml", ".yml", ".json")) and not full.is_symlink():
-                    try:
-                        out[full.relative_to(root).as_posix()] = full.read_text(encoding="utf-8")
-                    except (OSError, UnicodeDecodeError):
-                        continue
+        for rel in repo_files(root, (".yaml", ".yml", ".json")):
+            try:
+                out[rel] = (root / rel).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
         return out
 
     def _yaml_files(self) -> list[str]:
-        root = self.git.workdir
-        found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != ".git")
-            for fn in filenames:
-                full = Path(dirpath) / fn
-                if fn.endswith((".yaml", ".yml")) and not full.is_symlink():
-                    found.append(full.relative_to(root).as_posix())
-        return sorted(found)
+        return repo_files(self.git.workdir, (".yaml", ".yml"))
 
     @staticmethod
     def _manifest(rel: str, index: int, doc: dict[str, Any], problems: list[FileProblem]) -> ManifestDoc | None:

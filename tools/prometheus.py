@@ -35,6 +35,7 @@ DEFAULT_QUERIES: dict[str, str] = {
                                 price="node_ram_hourly_cost"),
     # max(): one series even when kube-state-metrics runs in HA (duplicate series).
     "replicas": 'max(kube_deployment_status_replicas{namespace="{namespace}",deployment="{name}"})',
+    "replicas_statefulset": 'max(kube_statefulset_status_replicas{namespace="{namespace}",statefulset="{name}"})',
     # avg(): the mean over every GPU of the workload's pods (dcgm-exporter: one series per pod and gpu)
     "gpu_util": 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="{namespace}",pod=~"{pod_regex}"})',
     "request_rate": 'sum(rate(inference_requests_total{namespace="{namespace}",service="{service}"}[{window}]))',
@@ -50,9 +51,16 @@ def promql_string(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def pod_regex(name: str) -> str:
-    """Pods of Deployment ``name``: ``<name>-<replicaset hash>-<5 chars>`` (RE2, fully anchored)."""
-    return re.sub(r"([.\\+*?()|\[\]{}^$])", r"\\\1", name) + "-[a-z0-9]+-[a-z0-9]{5}"
+def pod_regex(name: str, kind: str = "Deployment") -> str:
+    """Pods of workload ``name`` (RE2, fully anchored): a StatefulSet's are ``<name>-<ordinal>``, a
+    Deployment's (and what renders one: an inference service, a Rollout) ``<name>-<hash>-<5 chars>``."""
+    escaped = re.sub(r"([.\\+*?()|\[\]{}^$])", r"\\\1", name)
+    return escaped + ("-[0-9]+" if kind == "StatefulSet" else "-[a-z0-9]+-[a-z0-9]{5}")
+
+
+def replicas_query(kind: str) -> str:
+    """The query key of a workload's replica count: kube-state-metrics names it by kind."""
+    return "replicas_statefulset" if kind == "StatefulSet" else "replicas"
 
 
 def rate_window_s(scrape_interval_s: int) -> int:
@@ -210,9 +218,9 @@ class PrometheusSource:
 
     # ------------------------------------------------------------------ signals
     def workload_cost(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
-                      resources: tuple[str, ...] = RESOURCES) -> SignalResult:
+                      resources: tuple[str, ...] = RESOURCES, kind: str = "Deployment") -> SignalResult:
         grid = grid_ms(start, end, step_s)
-        queries = {r: render(self._queries[f"cost_{r}"], namespace=namespace, name=name, pod_regex=pod_regex(name))
+        queries = {r: render(self._queries[f"cost_{r}"], namespace=namespace, name=name, pod_regex=pod_regex(name, kind))
                    for r in resources}
         by_resource: dict[str, np.ndarray] = {}
         for r, q in queries.items():
@@ -226,11 +234,14 @@ class PrometheusSource:
         q = render(self._queries[key], window=self._window, **names)
         return series_result(q, self._range(q, grid, step_s), self._params(start, end, step_s, **names))
 
-    def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
-        return self._single("replicas", start, end, step_s, namespace=namespace, name=name)
+    def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
+                          kind: str = "Deployment") -> SignalResult:
+        return self._single(replicas_query(kind), start, end, step_s, namespace=namespace, name=name)
 
-    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
-        return self._single("gpu_util", start, end, step_s, namespace=namespace, name=name, pod_regex=pod_regex(name))
+    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
+                        kind: str = "Deployment") -> SignalResult:
+        return self._single("gpu_util", start, end, step_s, namespace=namespace, name=name,
+                            pod_regex=pod_regex(name, kind))
 
     def request_rate(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         return self._single("request_rate", start, end, step_s, namespace=namespace, service=service)

@@ -35,17 +35,20 @@ class MetricsSource(Protocol):
 
     def workload_cost(
         self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
-        resources: tuple[str, ...] = ("cpu", "gpu", "memory"),
+        resources: tuple[str, ...] = ("cpu", "gpu", "memory"), kind: str = "Deployment",
     ) -> SignalResult:
-        """$/h of one Deployment (pods ``<name>-<hash>-<5>``), summed over its pods; one series."""
+        """$/h of one workload (a Deployment's pods ``<name>-<hash>-<5>``, a StatefulSet's
+        ``<name>-<ordinal>``), summed over its pods; one series."""
 
-    def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
-        """``kube_deployment_status_replicas`` of one Deployment; one series."""
+    def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
+                          kind: str = "Deployment") -> SignalResult:
+        """``kube_deployment_status_replicas`` (``kube_statefulset_status_replicas``) of one workload; one series."""
 
     def request_rate(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         """Requests per second (``inference_requests_total``) of one service, all versions; one series."""
 
-    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
+                        kind: str = "Deployment") -> SignalResult:
         """Mean GPU utilisation in % (``DCGM_FI_DEV_GPU_UTIL``) over the GPUs of one Deployment's pods;
         one series, ``no_data`` for a workload without GPUs."""
 

@@ -34,6 +34,7 @@ from tools.prometheus import (
     pod_regex,
     rate_window_s,
     render,
+    replicas_query,
     series_result,
     sum_present,
 )
@@ -201,13 +202,14 @@ class ReplaySource:
 
     # ------------------------------------------------------------------ signals
     def workload_cost(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
-                      resources: tuple[str, ...] = RESOURCES) -> SignalResult:
+                      resources: tuple[str, ...] = RESOURCES, kind: str = "Deployment") -> SignalResult:
         grid = grid_ms(start, end, step_s)
-        pods = re.compile(pod_regex(name))
+        pods = re.compile(pod_regex(name, kind))
         queries, by_resource = {}, {}
         for r in resources:
             alloc_metric, price_metric, scale = _ALLOC[r]
-            queries[r] = render(DEFAULT_QUERIES[f"cost_{r}"], namespace=namespace, name=name, pod_regex=pod_regex(name))
+            queries[r] = render(DEFAULT_QUERIES[f"cost_{r}"], namespace=namespace, name=name,
+                                pod_regex=pod_regex(name, kind))
             alloc: dict[str, list[np.ndarray]] = {}
             for s in self._select(alloc_metric, namespace=namespace, pod=pods):
                 alloc.setdefault(s.labels.get("node", ""), []).append(self._instant(s, grid))
@@ -221,10 +223,10 @@ class ReplaySource:
                            self._params(start, end, step_s, namespace=namespace, name=name, resources=resources))
 
     def _each(self, key: str, metric: str, fn: Callable[[_S, np.ndarray], np.ndarray], start: datetime,
-              end: datetime, step_s: int, **names: str) -> SignalResult:
+              end: datetime, step_s: int, name_label: str = "deployment", **names: str) -> SignalResult:
         grid = grid_ms(start, end, step_s)
         q = render(DEFAULT_QUERIES[key], window=f"{self._window_s}s", **names)
-        match = {"deployment" if k == "name" else k: v for k, v in names.items()}
+        match = {name_label if k == "name" else k: v for k, v in names.items()}
         series = [Series({k: v for k, v in s.labels.items() if k != "__name__"}, grid / 1000.0, fn(s, grid))
                   for s in self._select(metric, **match)]
         return series_result(q, series, self._params(start, end, step_s, **names))
@@ -235,16 +237,20 @@ class ReplaySource:
         series = [] if np.isnan(vals).all() else [Series({}, grid / 1000.0, vals)]
         return SignalResult(status="ok" if series else "no_data", series=series, query=res.query, params=res.params)
 
-    def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
-        res = self._each("replicas", "kube_deployment_status_replicas", self._instant, start, end, step_s,
+    def workload_replicas(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
+                          kind: str = "Deployment") -> SignalResult:
+        sts = kind == "StatefulSet"
+        res = self._each(replicas_query(kind), f"kube_{'statefulset' if sts else 'deployment'}_status_replicas",
+                         self._instant, start, end, step_s, name_label="statefulset" if sts else "deployment",
                          namespace=namespace, name=name)
         return self._aggregate(res, _fmax, grid_ms(start, end, step_s))
 
-    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
+    def gpu_utilisation(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
+                        kind: str = "Deployment") -> SignalResult:
         grid = grid_ms(start, end, step_s)
-        q = render(DEFAULT_QUERIES["gpu_util"], namespace=namespace, name=name, pod_regex=pod_regex(name))
+        q = render(DEFAULT_QUERIES["gpu_util"], namespace=namespace, name=name, pod_regex=pod_regex(name, kind))
         found = [self._instant(s, grid) for s in self._select("DCGM_FI_DEV_GPU_UTIL", namespace=namespace,
-                                                               pod=re.compile(pod_regex(name)))]
+                                                               pod=re.compile(pod_regex(name, kind)))]
         # avg(): the mean of the series present at each step
         count = np.sum([np.isfinite(a) for a in found], axis=0) if found else np.zeros(len(grid))
         with np.errstate(invalid="ignore", divide="ignore"):

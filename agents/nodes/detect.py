@@ -71,19 +71,20 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     m = deps.metrics
     for key, w in sorted(workloads.items()):
         ns, name = w.namespace, w.name
-        c = fetch(f"cost {key}", partial(m.workload_cost, namespace=ns, name=name, start=start, end=now, step_s=step))
+        c = fetch(f"cost {key}", partial(m.workload_cost, namespace=ns, name=name, start=start, end=now, step_s=step,
+                                         kind=w.kind))
         if c is None or c.first is None:
             continue
         costs[key] = c
         evaluated.add(f"cost_anomaly|{key}")
         r = fetch(f"replicas {key}", partial(m.workload_replicas, namespace=ns, name=name, start=start, end=now,
-                                             step_s=step))
+                                             step_s=step, kind=w.kind))
         rr = None
         if w.kind == "MultimodalInferenceService":
             rr = fetch(f"requests {key}", partial(m.request_rate, namespace=ns, service=name, start=start, end=now,
                                                   step_s=step))
         u = fetch(f"gpu_util {key}", partial(m.gpu_utilisation, namespace=ns, name=name, start=start, end=now,
-                                             step_s=step))
+                                             step_s=step, kind=w.kind))
         series.append(WorkloadSeries(
             service=key, file=w.file, ts=c.first.timestamps, cost=c.first.values,
             replicas=_values(r), request_rate=_values(rr), gpu_util=_values(u)))
@@ -121,7 +122,8 @@ def _budgets(deps: Deps, views: Views, costs: dict[str, SignalResult], fetch: _F
         for w in select_workloads(b, views.workloads):
             res = costs.get(w.key) if set(b.resources) == set(ALL_RESOURCES) else fetch(
                 f"cost {w.key} {b.resources}", partial(deps.metrics.workload_cost, namespace=w.namespace, name=w.name,
-                                                       start=start, end=now, step_s=step, resources=b.resources))
+                                                       start=start, end=now, step_s=step, resources=b.resources,
+                                                       kind=w.kind))
             if res is not None and res.first is not None:
                 bcosts[w.key] = (res.first.timestamps, res.first.values)
         if bcosts:

@@ -59,18 +59,20 @@ def plan(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
 def query_signal(deps: Deps, now: datetime, *, service: str, signal: str, window_minutes: int) -> SignalResult | None:
     """Read-only tool for the LLM planner: one signal of one workload over a window ending now."""
     ns, _, name = service.partition("/")
+    w = deps.views.current.workloads.get(service) if deps.views.current is not None else None
+    kind = w.kind if w is not None else "Deployment"
     step = int(max(60, deps.settings.prometheus.scrape_interval.total_seconds()))
     start = now - timedelta(minutes=max(step // 60, min(int(window_minutes), 7 * 24 * 60)))
     m = deps.metrics
     try:
         if signal == "cost":
-            return m.workload_cost(namespace=ns, name=name, start=start, end=now, step_s=step)
+            return m.workload_cost(namespace=ns, name=name, start=start, end=now, step_s=step, kind=kind)
         if signal == "replicas":
-            return m.workload_replicas(namespace=ns, name=name, start=start, end=now, step_s=step)
+            return m.workload_replicas(namespace=ns, name=name, start=start, end=now, step_s=step, kind=kind)
         if signal == "requests":
             return m.request_rate(namespace=ns, service=name, start=start, end=now, step_s=step)
         if signal == "gpu_util":
-            return m.gpu_utilisation(namespace=ns, name=name, start=start, end=now, step_s=step)
+            return m.gpu_utilisation(namespace=ns, name=name, start=start, end=now, step_s=step, kind=kind)
     except ToolError:
         return None
     return None

@@ -39,9 +39,9 @@ class FakeMetrics:
         return self.rewrite(signal, kw, res) if self.rewrite else res
 
     def workload_cost(self, *, namespace: str, name: str, start: datetime, end: datetime, step_s: int,
-                      resources: tuple[str, ...] = ("cpu", "gpu", "memory")) -> SignalResult:
+                      resources: tuple[str, ...] = ("cpu", "gpu", "memory"), kind: str = "Deployment") -> SignalResult:
         return self._call("workload_cost", namespace=namespace, name=name, start=start, end=end, step_s=step_s,
-                          resources=resources)
+                          resources=resources, kind=kind)
 
     def workload_replicas(self, **kw: Any) -> SignalResult:
         return self._call("workload_replicas", **kw)

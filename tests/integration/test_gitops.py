@@ -210,6 +210,25 @@ def test_sync_reports_malformed_file_and_keeps_the_rest(remote, tmp_path):
     assert snap.guardrails == {} and len(snap.budgets) == 1
 
 
+def test_a_helm_chart_is_no_yaml_error_and_a_statefulset_is_a_manifest(remote, tmp_path):
+    """Templates of a chart in the repository are Go templates (not YAML): left to Helm. Its values
+    files and every other file are still read."""
+    remote.commit({"charts/ranker/Chart.yaml": "apiVersion: v2\nname: ranker\nversion: 0.1.0\n",
+                   "charts/ranker/values.yaml": "replicaCount: 2\n",
+                   "charts/ranker/templates/deployment.yaml":
+                       "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n"
+                       "spec:\n  replicas: {{ .Values.replicaCount }}\n{{- if .Values.x }}\n  x: 1\n{{- end }}\n",
+                   "apps/vecdb/statefulset.yaml": "apiVersion: apps/v1\nkind: StatefulSet\n"
+                                                  "metadata: {name: vecdb, namespace: search}\nspec: {replicas: 3}\n"},
+                  "a chart and a StatefulSet")
+    repo = repo_for(remote, tmp_path)
+    snap = repo.sync()
+    assert snap.problems == []
+    assert ("apps/vecdb/statefulset.yaml", "StatefulSet", "search/vecdb") in {(m.file, m.kind, m.key) for m in snap.manifests}
+    tree = repo.read_tree()
+    assert "charts/ranker/values.yaml" in tree and "charts/ranker/templates/deployment.yaml" not in tree
+
+
 def test_field_history_finds_previous_model_version(remote, tmp_path):
     repo = repo_for(remote, tmp_path)
     repo.sync()

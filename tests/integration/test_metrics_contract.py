@@ -91,6 +91,12 @@ def write_openmetrics(path: Path, end: int) -> int:
     for (ns, name), count in replicas.items():
         emit("kube_deployment_status_replicas", "gauge", "kube_deployment_status_replicas",
              {"namespace": ns, "deployment": name}, count, ~outage if name == "alpha" else None)
+    for k in range(2):   # a StatefulSet: pods <name>-<ordinal>, and its kube-state-metrics family
+        lab = {"namespace": "ml", "pod": f"vecdb-{k}", "container": "vecdb", "node": "cpu-1", "instance": "cpu-1"}
+        emit("container_cpu_allocation", "gauge", "container_cpu_allocation", lab, const(2))
+        emit("container_memory_allocation_bytes", "gauge", "container_memory_allocation_bytes", lab, const(8 * GiB))
+    emit("kube_statefulset_status_replicas", "gauge", "kube_statefulset_status_replicas",
+         {"namespace": "ml", "statefulset": "vecdb"}, const(2))
 
     def counter(family: str, labels: dict[str, str], rate: float, mask: np.ndarray, reset_at: int | None = None) -> None:
         inc = rng.poisson(rate * STEP, n).astype(float) * mask
@@ -182,6 +188,12 @@ def test_replay_matches_prometheus(data, grid: str) -> None:
         a, b = (getattr(s, method)(namespace="ml", service="alpha", **kw) for s in (prom, replay))
         assert_same(a, b, exact=True)
         assert len(a.series) == 4 if method == "prediction_counters" else 8
+    for kind in ("StatefulSet", "Deployment"):
+        a = prom.workload_cost(namespace="ml", name="vecdb", kind=kind, **kw)
+        assert_same(a, replay.workload_cost(namespace="ml", name="vecdb", kind=kind, **kw))
+        assert a.status == ("ok" if kind == "StatefulSet" else "no_data")
+        assert_same(prom.workload_replicas(namespace="ml", name="vecdb", kind=kind, **kw),
+                    replay.workload_replicas(namespace="ml", name="vecdb", kind=kind, **kw), exact=True)
     for s in (prom, replay):  # unknown workload: no_data, not an error
         assert s.workload_cost(namespace="ml", name="nope", **kw).status == "no_data"
         assert s.request_rate(namespace="ml", service="nope", **kw).status == "no_data"
@@ -197,6 +209,9 @@ def test_signal_shapes(data) -> None:
     assert np.isnan(vals).sum() >= 15 and not np.isnan(vals[:100]).any()
     # two pods at first + 1 h: one on gpu-1, one on gpu-2 (CPU price = max of its two OpenCost instances)
     assert vals[0] == pytest.approx((4 * 0.031 + 1.2 + 16 * 0.0042) + (4 * 0.035 + 1.1 + 16 * 0.0045))
+    vecdb = prom.workload_cost(namespace="ml", name="vecdb", kind="StatefulSet", **kw)
+    assert vecdb.first.values[0] == pytest.approx(2 * (2 * 0.041 + 8 * 0.0051))
+    assert prom.workload_replicas(namespace="ml", name="vecdb", kind="StatefulSet", **kw).first.values[0] == 2
     beta = prom.workload_cost(namespace="ml", name="beta", **kw)
     assert np.isnan(beta.params["by_resource"]["gpu"]).all() and not np.isnan(beta.first.values).all()
     np.testing.assert_allclose(beta.first.values, beta.params["by_resource"]["cpu"] + beta.params["by_resource"]["memory"])
