@@ -3,14 +3,19 @@ deployed equals the value kustomize renders. Skipped where kubectl is not instal
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests.bench_scripts import load_bench
 from tools.kustomize import Tree, effective_value
 
 pytestmark = [pytest.mark.integration,
@@ -74,3 +79,32 @@ def test_the_deployed_value_is_what_kustomize_renders(name: str, tmp_path: Path)
         loc = effective_value(tree, file="base/app.yaml", doc_kind=kind, doc_name="web", path=field)
         assert loc.ok, (name, kind, field, loc.reason)
         assert loc.effective == want, (name, kind, field, loc.effective, want)
+
+
+REPOS = Path(__file__).resolve().parents[1] / "gitops_repos"
+
+
+def test_every_overlay_of_the_test_repositories_renders_as_kustomize_renders_it() -> None:
+    """Names, deployed values, and the value after each edit the daemon would make: all as kustomize."""
+    diff = load_bench("kustomize_diff")
+    tally = diff.Tally()
+    with tempfile.TemporaryDirectory() as work:
+        diff.run_repos(REPOS, Path(work) / "tree", tally)
+    figures = tally.figures()
+    assert tally.ok, figures["examples_wrong"]
+    assert figures["folders"] == 4 and figures["refused_by_kustomize"] == 0
+    assert figures["values_located"] >= 40 and figures["edits_checked"] == figures["values_located"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_generated_overlay_trees_render_as_kustomize_renders_them(seed: int) -> None:
+    """Random overlay trees (prefixes, namespaces, every patch kind and key spelling, container lists,
+    images, replicas entries, components): no name, value or edit place differs from kustomize's."""
+    diff = load_bench("kustomize_diff")
+    rng = random.Random(seed)
+    files, folder = diff.generate(rng)
+    tally = diff.Tally()
+    with tempfile.TemporaryDirectory() as work:
+        diff.check_folder(files, folder, Path(work) / "tree", tally, edit_limit=2, rng=rng, label=f"seed {seed}")
+    assert tally.ok, tally.figures()["examples_wrong"]
