@@ -8,6 +8,7 @@ once per cycle by ``ViewCache.get`` instead of being re-parsed by every node.
 
 from __future__ import annotations
 
+import copy
 import json
 import operator
 from dataclasses import asdict, dataclass, replace
@@ -65,29 +66,33 @@ def err(stage: str, source: str, message: str) -> dict[str, Any]:
 
 
 def effective_docs(snapshot: dict[str, Any]) -> list[ManifestDoc]:
-    """The manifests as deployed: named by their rendered namespace/name (with the overlay's labels),
-    and a value a kustomize overlay patches replaces the base's. Patch files are not manifests."""
-    eff = snapshot.get("effective") or {}
+    """The manifests as deployed: one document per rendered identity (a base that a staging and a
+    prod overlay deploy is two), named by its rendered namespace/name with the overlay's labels, with
+    the values the overlays set in place of the base's. Patch files are not manifests."""
+    legacy = snapshot.get("effective") or {}   # file|kind|name|path -> value (snapshots without identities)
     rendered = snapshot.get("rendered") or {}
     patches = set(snapshot.get("patch_files") or ())
-    docs = []
+    docs: list[ManifestDoc] = []
     for m in snapshot["manifests"]:
         if m["file"] in patches:
             continue
-        d = ManifestDoc(**m)
-        ident = rendered.get(f"{d.file}|{d.kind}|{d.name}")
-        if ident is not None:
-            d = replace(d, namespace=ident["namespace"], name=ident["name"], labels=dict(ident["labels"]),
-                        source_name=d.name if ident["name"] != d.name else "")
-        for key, value in eff.items():
-            file, kind, name, path = key.split("|", 3)
-            if (file, kind, name) == (d.file, d.kind, d.doc_name):
-                _set_in(d.body, json.loads(path) if path.startswith("[") else path.split("."), value)
-        prefix = f"{d.file}|{d.kind}|{d.doc_name}|"
-        places = {k[len(prefix):]: v for k, v in (snapshot.get("set_in") or {}).items() if k.startswith(prefix)}
-        if places:
-            d = replace(d, set_in=places)
-        docs.append(d)
+        base = ManifestDoc(**m)
+        idents = rendered.get(f"{base.file}|{base.kind}|{base.name}") or []
+        if not idents:
+            for key, value in legacy.items():
+                file, kind, name, path = key.split("|", 3)
+                if (file, kind, name) == (base.file, base.kind, base.name):
+                    _set_in(base.body, json.loads(path) if path.startswith("[") else path.split("."), value)
+            docs.append(base)
+            continue
+        for ident in idents:
+            d = replace(base, body=copy.deepcopy(base.body) if len(idents) > 1 else base.body,
+                        namespace=ident["namespace"], name=ident["name"], labels=dict(ident["labels"]),
+                        source_name=base.name if ident["name"] != base.name else "",
+                        deployed_paths=tuple(ident.get("paths") or ()), set_in=dict(ident.get("set_in") or {}))
+            for path, value in (ident.get("effective") or {}).items():
+                _set_in(d.body, json.loads(path), value)
+            docs.append(d)
     return docs
 
 

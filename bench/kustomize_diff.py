@@ -168,8 +168,7 @@ def check_folder(files: dict[str, str], folder: str, work: Path, tally: Tally, *
     refs = [kustomize.ObjectRef(file=m.file, kind=m.kind, name=m.name, api_version=m.api_version,
                                 namespace=(m.body.get("metadata") or {}).get("namespace"), labels=m.labels) for m in objs]
     view = kustomize.render(tree, refs, deployed_paths=[folder])
-    ours = {(m.kind, i.namespace, i.name): m for m in objs
-            if (i := view.identities.get((m.file, m.kind, m.name))) is not None}
+    ours = {(m.kind, i.namespace, i.name): m for m in objs for i in view.identities.get((m.file, m.kind, m.name), ())}
     theirs = {(d["kind"], (d.get("metadata") or {}).get("namespace") or "default", d["metadata"]["name"]): d
               for d in rendered if d.get("kind") in KINDS}
     for key in sorted(set(ours) ^ set(theirs)):

@@ -136,6 +136,8 @@ class FieldEdit(Record):
     path: tuple[str | int, ...] = Field(description="field path inside the document, e.g. ('spec','autoscaling','maxReplicas')")
     old: Any = None
     new: Any
+    deployed: tuple[str, ...] = Field(default=(), description="the deployed folders (overlays) this edit is for, "
+                                      "when the file is deployed under several names; empty: all of them")
 
 
 class RemediationPlan(Record):

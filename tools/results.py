@@ -71,6 +71,8 @@ class ManifestDoc:
     # field (JSON list of keys) -> [file, kind, name, path] of the place that sets its deployed value,
     # where that is not this document (an overlay patch): Git history of the value is read there
     set_in: dict[str, list[Any]] = field(default_factory=dict)
+    # the deployed folders (overlays) of this identity, when the file is deployed under several names
+    deployed_paths: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

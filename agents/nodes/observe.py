@@ -59,12 +59,10 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     tree = kustomize.Tree(deps.repo.read_tree())   # one parse per file for every question below
     view = rendered_view(tree, snap.manifests)
     errors += [err("observe", file, message) for file, message in view.problems]
-    effective, set_in = effective_values(tree, snap.manifests)
+    rendered = rendered_identities(tree, snap.manifests, view)
     snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
-                "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": effective,
-                "rendered": {f"{f}|{k}|{n}": {"namespace": i.namespace, "name": i.name, "labels": dict(i.labels)}
-                             for (f, k, n), i in view.identities.items()},
-                "patch_files": sorted(view.patch_files), "set_in": set_in}
+                "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": {},
+                "rendered": rendered, "patch_files": sorted(view.patch_files)}
     # the cycle's typed views, built once here from a copy (the checkpointed snapshot stays as read)
     views = build_views(copy.deepcopy(snapshot), deps.settings.gitops.policies_dir)
     deps.views.put({**state, "snapshot": snapshot}, views)
@@ -88,7 +86,8 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     events = [e for e in pending if e.at <= now]
     later = [e for e in pending if e.at > now][-MAX_CARRIED:]
 
-    audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests), overlays=len(effective),
+    audit(deps, state, "observe", "snapshot", snap.commit, manifests=len(snap.manifests),
+          overlays=sum(1 for ids in rendered.values() for i in ids if i["effective"]),
           audit_events=len(events), problems=len(snap.problems))
     return {
         "snapshot": snapshot,
@@ -108,22 +107,42 @@ def rendered_view(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> kustomi
     return kustomize.render(tree, refs)
 
 
-def effective_values(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """Fields of the manifests whose deployed value an overlay sets differently, and for every field
-    an overlay sets (differently or not) the place that sets it: both keyed file|kind|name|[path]."""
-    if not any(f.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES for f in tree):
-        return {}, {}
+def rendered_identities(tree: kustomize.Tree, manifests: list[ManifestDoc],
+                        view: kustomize.View) -> dict[str, list[dict[str, Any]]]:
+    """file|kind|name -> how the manifest runs, one entry per rendered identity: namespace, name,
+    labels, the deployed folders when it runs under several names, the values an overlay sets
+    differently (``effective``) and the place that sets each value an overlay sets (``set_in``),
+    both keyed by the JSON list of the field's path."""
+    kustomized = any(f.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES for f in tree)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for m in manifests:
+        idents = view.identities.get((m.file, m.kind, m.name), ())
+        entries = []
+        for ident in idents:
+            paths = list(ident.paths) if len(idents) > 1 else None
+            effective, set_in = effective_values(tree, m, paths) if kustomized else ({}, {})
+            entries.append({"namespace": ident.namespace, "name": ident.name, "labels": dict(ident.labels),
+                            "paths": paths or [], "effective": effective, "set_in": set_in})
+        if entries:
+            out[f"{m.file}|{m.kind}|{m.name}"] = entries
+    return out
+
+
+def effective_values(tree: kustomize.Tree, m: ManifestDoc,
+                     deployed_paths: list[str] | None) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The fields of ``m`` whose deployed value an overlay sets differently, and for every field an
+    overlay sets (differently or not) the place that sets it, keyed by the JSON list of the path."""
     out: dict[str, Any] = {}
     set_in: dict[str, list[Any]] = {}
-    for m in manifests:
-        for path in effective_fields(m):
-            base = dig(m.body, *path)
-            if base is None:
-                continue
-            loc = kustomize.effective_value(tree, file=m.file, doc_kind=m.kind, doc_name=m.name, path=path)
-            key = f"{m.file}|{m.kind}|{m.name}|{json.dumps(list(path))}"
-            if loc.ok and loc.moved and loc.edit is not None:
-                set_in[key] = [loc.edit.file, loc.edit.doc_kind, loc.edit.doc_name, list(loc.edit.path)]
-                if loc.effective is not None and loc.effective != base:
-                    out[key] = loc.effective
+    for path in effective_fields(m):
+        base = dig(m.body, *path)
+        if base is None:
+            continue
+        loc = kustomize.effective_value(tree, file=m.file, doc_kind=m.kind, doc_name=m.name, path=path,
+                                        deployed_paths=deployed_paths)
+        key = json.dumps(list(path))
+        if loc.ok and loc.moved and loc.edit is not None:
+            set_in[key] = [loc.edit.file, loc.edit.doc_kind, loc.edit.doc_name, list(loc.edit.path)]
+            if loc.effective is not None and loc.effective != base:
+                out[key] = loc.effective
     return out, set_in

@@ -47,7 +47,8 @@ def render_edits(pb: Playbook, w: Workload, params: dict[str, Any]) -> list[Fiel
                 continue
             if old is not None and str(old) == str(value):
                 continue
-            edits.append(FieldEdit(file=d.file, doc_kind=d.kind, doc_name=d.doc_name, path=spec.path_tuple, old=old, new=value))
+            edits.append(FieldEdit(file=d.file, doc_kind=d.kind, doc_name=d.doc_name, path=spec.path_tuple, old=old,
+                                   new=value, deployed=d.deployed_paths))
     return edits
 
 

@@ -20,10 +20,12 @@ def test_overlay_namespace_prefix_suffix_and_labels_name_the_object() -> None:
     files = files_of("promotion")
     view = render(files, [ObjectRef("apps/model-server/base/deployment.yaml", "Deployment", "model-server",
                                     labels={"team": "ml-platform"})])
-    [ident] = view.identities.values()
-    # deployed twice (staging and prod) under different names: one is watched, and that is said
-    assert (ident.namespace, ident.name) in {("ml-prod", "prod-model-server"), ("ml-staging", "model-server-stg")}
-    assert any("deployed under different names" in m for _, m in view.problems)
+    [idents] = view.identities.values()
+    # deployed twice (staging and prod) under different names: two workloads, each with its overlay
+    got = {(i.namespace, i.name, i.labels.get("env"), i.paths) for i in idents}
+    assert got == {("ml-prod", "prod-model-server", "prod", ("envs/prod",)),
+                   ("ml-staging", "model-server-stg", None, ("envs/staging",))}
+    assert view.problems == ()
     assert {"envs/prod/resources.yaml", "envs/prod/hpa-bounds.yaml"} <= view.patch_files
 
 
@@ -32,17 +34,17 @@ def test_one_deployment_route_gives_one_identity_with_the_overlay_labels() -> No
                   [ObjectRef("serving/base/captioner.yaml", "MultimodalInferenceService", "captioner",
                              labels={"team": "vision"}),
                    ObjectRef("serving/base/vector-db.yaml", "StatefulSet", "vector-db")])
-    got = {(k[2], i.namespace, i.name) for k, i in view.identities.items()}
+    got = {(k[2], i.namespace, i.name) for k, ids in view.identities.items() for i in ids}
     assert got == {("captioner", "ml-serving", "prod-captioner"), ("vector-db", "ml-serving", "prod-vector-db")}
     assert view.problems == ()
     assert "Application argocd/serving-prod" in view.identities[
-        ("serving/base/captioner.yaml", "MultimodalInferenceService", "captioner")].routes[0]
+        ("serving/base/captioner.yaml", "MultimodalInferenceService", "captioner")][0].routes[0]
 
 
 def test_legacy_key_spellings_a_component_and_an_external_artifact() -> None:
     files = files_of("flux-fleet")
     view = render(files, [ObjectRef("apps/base/podinfo/deployment.yaml", "Deployment", "podinfo")])
-    [ident] = view.identities.values()
+    [(ident,)] = view.identities.values()
     assert (ident.namespace, ident.name, ident.labels.get("env")) == ("podinfo", "podinfo-prod", "production")
     assert len(ident.routes) == 1 and "flux-system/apps" in ident.routes[0]   # not the ExternalArtifact one
     assert {"apps/production/podinfo-values.yaml", "apps/production/hpa-max.yaml"} <= view.patch_files
@@ -53,7 +55,7 @@ def test_a_plain_folder_takes_the_application_destination_and_a_chart_is_no_prob
     files = {k: v for k, v in files_of("helm-mixed").items() if "/templates/" not in k}
     view = render(files, [ObjectRef("apps/web/deployment.yaml", "Deployment", "storefront")])
     assert view.problems == ()
-    [ident] = view.identities.values()
+    [(ident,)] = view.identities.values()
     assert (ident.namespace, ident.name) == ("web", "storefront")
 
 
@@ -73,12 +75,12 @@ def test_what_kustomize_refuses_is_named_with_its_file() -> None:
     assert "patch file prod/gone.yaml is not in the repository" in text
     assert "kustomizations include each other (a -> b -> a)" in text
     # the rest is still handled
-    assert view.identities[("base/app.yaml", "Deployment", "web")].name == "web"
+    assert view.identities[("base/app.yaml", "Deployment", "web")][0].name == "web"
 
 
 def test_field_names_match_as_kustomize_matches_them() -> None:
     files = {"base/app.yaml": DEPLOY, "base/kustomization.yaml": "resources: [app.yaml]\n",
              "prod/kustomization.yaml": "Resources: [../base]\nNAMESPACE: shop\nnameprefix: p-\n"}
     view = render(files, [ObjectRef("base/app.yaml", "Deployment", "web")], deployed_paths=["prod"])
-    ident = view.identities[("base/app.yaml", "Deployment", "web")]
+    [ident] = view.identities[("base/app.yaml", "Deployment", "web")]
     assert (ident.namespace, ident.name) == ("shop", "p-web") and view.problems == ()

@@ -51,21 +51,24 @@ class Identity:
     name: str
     labels: Mapping[str, str]
     routes: tuple[str, ...]
+    paths: tuple[str, ...] = ()    # the deployed folders of those routes (for values and edits of this one)
 
 
 @dataclass(frozen=True)
 class View:
-    identities: dict[tuple[str, str, str], Identity]   # (file, kind, name in the file) -> how it runs
+    # (file, kind, name in the file) -> how it runs: one identity per distinct (namespace, name, labels),
+    # e.g. a base deployed by a staging and a prod overlay is two workloads
+    identities: dict[tuple[str, str, str], tuple[Identity, ...]]
     patch_files: frozenset[str]                         # files kustomizations use as patches, not resources
     problems: tuple[tuple[str, str], ...]               # (file, what is wrong and what to do)
 
 
 def render(files: Mapping[str, str], objects: Iterable[ObjectRef], deployed_paths: Iterable[str] | None = None) -> View:
-    """The rendered identity of each object that a kustomization includes (objects deployed as a
+    """The rendered identities of each object that a kustomization includes (objects deployed as a
     plain folder keep their own names; their namespace is the Application's destination when they
     name none). ``deployed_paths``: the folders deployed (default: the Argo CD Applications / Flux
-    Kustomizations among ``files``, else the top-level kustomizations). An object deployed under different identities by different routes is a problem,
-    and keeps its first identity."""
+    Kustomizations among ``files``, else the top-level kustomizations). An object deployed by several
+    routes under different names has one identity per name, each with its own deployed folders."""
     tree = Tree.of(files)
     problems = _check(tree)
     if deployed_paths is not None:
@@ -74,7 +77,7 @@ def render(files: Mapping[str, str], objects: Iterable[ObjectRef], deployed_path
     else:
         deps = deployers(tree)
         fallback = [Deployer(path=r, label="top-level kustomization") for r in top_level(tree)]
-    out: dict[tuple[str, str, str], Identity] = {}
+    out: dict[tuple[str, str, str], tuple[Identity, ...]] = {}
     for obj in objects:
         try:
             routes = routes_to(tree, norm_file(obj.file), deps) or (
@@ -82,33 +85,21 @@ def render(files: Mapping[str, str], objects: Iterable[ObjectRef], deployed_path
         except Unsupported as exc:
             problems.append((obj.file, f"{obj.kind}/{obj.name}: {exc}"))
             continue
-        seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[str]] = {}
-        for label, levels in routes:
+        seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[tuple[str, str]]] = {}
+        for label, levels, dep in routes:
             st = State(kind=obj.kind, api_version=obj.api_version, names={obj.name}, name=obj.name,
                        namespaces={obj.namespace} if obj.namespace else set(), labels=dict(obj.labels),
                        annotations={})
             for lv in levels:
                 advance(lv.body, st)
-            dest = _destination(deps, label)
-            ns = st.namespace or obj.namespace or dest or "default"
-            seen.setdefault((ns, st.name, tuple(sorted(st.labels.items()))), []).append(label)
-        if not seen:
-            continue
-        (ns, name, labels), first = next(iter(seen.items()))
-        if len(seen) > 1:
-            names = "; ".join(f"{n}/{m} by {', '.join(ls)}" for (n, m, _), ls in seen.items())
-            problems.append((obj.file, f"{obj.kind}/{obj.name} is deployed under different names or labels ({names}); "
-                                       f"watched as {ns}/{name} only"))
-        out[(obj.file, obj.kind, obj.name)] = Identity(namespace=ns, name=name, labels=dict(labels),
-                                                       routes=tuple(first))
+            ns = st.namespace or obj.namespace or dep.namespace or "default"
+            seen.setdefault((ns, st.name, tuple(sorted(st.labels.items()))), []).append((label, dep.path))
+        if seen:
+            out[(obj.file, obj.kind, obj.name)] = tuple(
+                Identity(namespace=ns, name=name, labels=dict(labels), routes=tuple(lab for lab, _ in how),
+                         paths=tuple(dict.fromkeys(p for _, p in how)))
+                for (ns, name, labels), how in seen.items())
     return View(identities=out, patch_files=frozenset(_patch_files(tree)), problems=tuple(problems))
-
-
-def _destination(deps: list[Deployer], route_label: str) -> str:
-    for d in deps:
-        if route_label.startswith(f"{d.label} -> "):
-            return d.namespace
-    return ""
 
 
 def _kustomization_folders(tree: Tree) -> list[str]:

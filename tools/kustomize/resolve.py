@@ -122,19 +122,23 @@ def top_level(tree: Tree) -> list[str]:
     return sorted(folders - included)
 
 
-def routes_to(tree: Tree, target: str, deps: list[Deployer]) -> list[tuple[str, list[Level]]]:
-    routes: list[tuple[str, list[Level]]] = []
+Route = tuple[str, list[Level], Deployer]   # (label, levels from inner to outer, who deploys it)
+
+
+def routes_to(tree: Tree, target: str, deps: list[Deployer]) -> list[Route]:
+    """Every way one of ``deps`` deploys the file ``target``."""
+    routes: list[Route] = []
     for dep in deps:
         extra = [Level(file=dep.file, doc_kind=dep.doc_kind, doc_name=dep.doc_name, prefix=dep.prefix,
                        body=dep.options, folder=dep.path, label=dep.label)] if dep.options else []
         if tree.kustomization(dep.path) is not None:
             for chain in _chains(tree, dep.path, target, ()):
-                routes.append((f"{dep.label} -> {dep.path or '.'}", chain + extra))
+                routes.append((f"{dep.label} -> {dep.path or '.'}", chain + extra, dep))
         else:
             parent = posixpath.dirname(target)
             inside = parent == dep.path or (dep.recurse and (dep.path == "" or parent.startswith(dep.path + "/")))
             if inside:
-                routes.append((f"{dep.label} -> {dep.path or '.'} (plain folder)", extra))
+                routes.append((f"{dep.label} -> {dep.path or '.'} (plain folder)", extra, dep))
     return routes
 
 
@@ -193,8 +197,11 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
     if isinstance(base_value, str) and ("${" in base_value or "$(" in base_value):
         return fail(f"the value {base_value!r} is substituted at deploy time; not followed")
     try:
-        if deployed_paths is not None:
-            deps = [Deployer(path=norm_dir(p), label=f"deployed path {norm_dir(p) or '.'}") for p in deployed_paths]
+        if deployed_paths is not None:   # the repository's deployers of those folders (their options apply)
+            wanted = list(dict.fromkeys(norm_dir(p) for p in deployed_paths))
+            known = [d for d in deployers(files) if d.path in wanted]
+            deps = known + [Deployer(path=p, label=f"deployed path {p or '.'}") for p in wanted
+                            if p not in {d.path for d in known}]
             how = "the given deployed paths"
         else:
             deps = deployers(files)
@@ -206,8 +213,7 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
         if not routes:
             return Location(ok=True, edit=edit, effective=base_value, routes=(),
                             reason=f"{edit.file} is not in any kustomization ({how}): the base file sets it")
-        setters: dict[tuple[str, str, str, Path], tuple[Setter, list[str]]] = {}
-        for label, levels in routes:
+        def final(levels: list[Level]) -> Setter:
             st = State(kind=edit.doc_kind, api_version=str(doc.get("apiVersion", "")), names={edit.doc_name},
                        name=edit.doc_name, namespaces={str(meta.get("namespace") or "")},
                        labels={str(k): str(v) for k, v in as_map(meta.get("labels")).items()},
@@ -216,7 +222,23 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
             for lv in levels:
                 for s in run_level(tree, lv, st, path, last.value):
                     last = s
+            return last
+
+        setters: dict[tuple[str, str, str, Path], tuple[Setter, list[str]]] = {}
+        for label, levels, _ in routes:
+            last = final(levels)
             setters.setdefault(last.key, (last, []))[1].append(label)
+        shared: list[str] = []   # other deployments that take the value from the same place
+        if deployed_paths is not None and len(setters) == 1:
+            mine = {d.path for d in deps}
+            others = [d for d in deployers(files) if d.path not in mine] or [
+                Deployer(path=r, label="top-level kustomization") for r in top_level(tree) if r not in mine]
+            for label, levels, _ in routes_to(tree, target, others):
+                try:
+                    if final(levels).key in setters:
+                        shared.append(label)
+                except Unsupported:
+                    shared.append(label)
     except Unsupported as exc:
         return fail(str(exc))
     labels = [lab for _, ls in setters.values() for lab in ls]
@@ -224,6 +246,9 @@ def locate(files: Mapping[str, str], edit: FieldEdit, deployed_paths: Iterable[s
         parts = "; ".join(f"{', '.join(ls)}: {s.how} sets {s.value!r}" for s, ls in setters.values())
         return fail(f"set differently for different deployments ({parts}); not editing one of them", labels)
     s, _ = next(iter(setters.values()))
+    if shared and check_old:
+        return fail(f"{s.how} sets it for {', '.join(labels)} and also for {', '.join(shared)}; editing it there would "
+                    "change those too: not editing", labels)
     moved = s.key != (target, edit.doc_kind, edit.doc_name, path)
     if not moved:
         return Location(ok=True, edit=edit, effective=s.value, routes=tuple(labels),
@@ -259,7 +284,7 @@ def relocate(files: Mapping[str, str], edits: Iterable[FieldEdit],
     problems: list[str] = []
     dp = list(deployed_paths) if deployed_paths is not None else None
     for e in edits:
-        loc = locate(files, e, dp)
+        loc = locate(files, e, list(e.deployed) if e.deployed else dp)
         if not loc.ok or loc.edit is None:
             problems.append(loc.reason)
             continue

@@ -140,3 +140,41 @@ def test_events_after_the_evaluation_time_are_carried_to_the_next_cycle_not_lost
     auditlog.allow("read", ([], "cursor-2"))                      # nothing new in the file
     second = run(observe, cycle_state(at=T0 + timedelta(minutes=5)), deps)
     assert [e["audit_id"] for e in second["audit_events"]] == ["later"] and second["audit_carry"] == []
+
+
+def test_a_base_deployed_by_two_overlays_is_two_workloads_each_with_its_values_and_edit_place() -> None:
+    """The promotion test repository: staging and prod deploy one base under different names."""
+    from pathlib import Path
+
+    import yaml
+
+    from agents.planners.deterministic import render_edits
+    from agents.state import build_views
+    from playbooks.loader import load_playbooks
+    from tools import kustomize
+    from tools.gitops import GitRepo
+
+    root = Path(__file__).resolve().parents[2] / "gitops_repos" / "promotion"
+    files = {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*.yaml")}
+    manifests = [m for f, text in sorted(files.items()) for i, d in enumerate(yaml.safe_load_all(text))
+                 if isinstance(d, dict) and d.get("kind") in ("Deployment", "HorizontalPodAutoscaler")
+                 and (m := GitRepo._manifest(f, i, d, [])) is not None]
+    repo = FakeRepo(sync=repo_snapshot(manifests=manifests), read_tree=files)
+    deps = make_deps(metrics=FakeMetrics(check=None), repo=repo, auditlog=FakeAuditLog(read=([], "")))
+
+    out = run(observe, cycle_state(), deps)
+
+    assert out["errors"] == []
+    views = build_views(out["snapshot"], "policies")
+    prod, staging = views.workloads["ml-prod/prod-model-server"], views.workloads["ml-staging/model-server-stg"]
+    assert set(views.workloads) == {"ml-prod/prod-model-server", "ml-staging/model-server-stg"}
+    assert (prod.max_replicas, staging.max_replicas) == (12, 3)
+    assert prod.labels["env"] == "prod" and "env" not in staging.labels
+    assert prod.doc.body["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.acme.example/mirror/model-server:1.4.2"
+    cap = load_playbooks()["cap_max_replicas"]
+    for w, place in ((prod, ("envs/prod/hpa-bounds.yaml", ("spec", "maxReplicas"))),
+                     (staging, ("envs/staging/kustomization.yaml", ("patches", 0, "patch", 0, "value")))):
+        rel = kustomize.relocate(files, render_edits(cap, w, {"max_replicas": 2}))
+        assert rel.ok, rel.problems
+        assert [(e.file, e.path) for e in rel.edits] == [place]
