@@ -29,13 +29,15 @@ def test_overlay_namespace_prefix_suffix_and_labels_name_the_object() -> None:
     assert {"envs/prod/resources.yaml", "envs/prod/hpa-bounds.yaml"} <= view.patch_files
 
 
-def test_one_deployment_route_gives_one_identity_with_the_overlay_labels() -> None:
+def test_each_overlay_gives_an_identity_with_its_labels() -> None:
     view = render(files_of("inference-platform"),
                   [ObjectRef("serving/base/captioner.yaml", "MultimodalInferenceService", "captioner",
                              labels={"team": "vision"}),
                    ObjectRef("serving/base/vector-db.yaml", "StatefulSet", "vector-db")])
-    got = {(k[2], i.namespace, i.name) for k, ids in view.identities.items() for i in ids}
-    assert got == {("captioner", "ml-serving", "prod-captioner"), ("vector-db", "ml-serving", "prod-vector-db")}
+    got = {(k[2], i.namespace, i.name, i.labels.get("region")) for k, ids in view.identities.items() for i in ids}
+    assert got == {("captioner", "ml-serving", "prod-captioner", None), ("vector-db", "ml-serving", "prod-vector-db", None),
+                   # the eu overlay names and labels them with built-in transformer configurations
+                   ("captioner", "ml-serving-eu", "eu-captioner", "eu"), ("vector-db", "ml-serving-eu", "eu-vector-db", "eu")}
     assert view.problems == ()
     assert "Application argocd/serving-prod" in view.identities[
         ("serving/base/captioner.yaml", "MultimodalInferenceService", "captioner")][0].routes[0]
@@ -84,3 +86,16 @@ def test_field_names_match_as_kustomize_matches_them() -> None:
     view = render(files, [ObjectRef("base/app.yaml", "Deployment", "web")], deployed_paths=["prod"])
     [ident] = view.identities[("base/app.yaml", "Deployment", "web")]
     assert (ident.namespace, ident.name) == ("shop", "p-web") and view.problems == ()
+
+
+def test_a_transformer_that_may_change_values_is_named_and_not_followed() -> None:
+    from tools.kustomize import effective_value
+
+    files = {"base/app.yaml": DEPLOY, "base/kustomization.yaml": "resources: [app.yaml]\n",
+             "prod/kustomization.yaml": "resources: [../base]\ntransformers: [replicas.yaml]\n",
+             "prod/replicas.yaml": "apiVersion: builtin\nkind: ReplicaCountTransformer\nmetadata: {name: r}\n"
+                                   "replica: {name: web, count: 5}\nfieldSpecs: [{path: spec/replicas, kind: Deployment}]\n"}
+    view = render(files, [ObjectRef("base/app.yaml", "Deployment", "web")])
+    assert any("a ReplicaCountTransformer transformer may change values" in m for _, m in view.problems)
+    loc = effective_value(files, file="base/app.yaml", doc_kind="Deployment", doc_name="web", path=("spec", "replicas"))
+    assert not loc.ok and "ReplicaCountTransformer" in loc.reason

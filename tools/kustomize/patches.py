@@ -29,7 +29,7 @@ from tools.kustomize.tree import (
 )
 from tools.yamledit import format_path, safe_load_all
 
-__all__ = ["Level", "Setter", "State", "advance", "join_image", "run_level", "split_image"]
+__all__ = ["Level", "Setter", "State", "advance", "join_image", "run_level", "split_image", "transformer_options"]
 
 _TARGET_FIELDS = ("group", "version", "kind", "name", "namespace", "labelSelector", "annotationSelector")
 _REPLICA_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
@@ -385,8 +385,7 @@ def run_level(tree: Tree, lv: Level, st: State, path: Path, current: Any = None)
     """Setters of ``path`` in one level, in kustomize's transformer order; updates ``st``.
     ``current``: the value before this level (for ``images:``, which rewrites part of it)."""
     b, out = lv.body, []
-    if b.get("transformers"):
-        raise Unsupported(f"{lv.label}: custom `transformers` are not followed")
+    custom = transformer_options(tree, lv, st)   # checked first: one that may write a value refuses
     for i, e in enumerate(entries(b, "patchesStrategicMerge")):
         where = f"{lv.label} patchesStrategicMerge[{i}]"
         if not isinstance(e, str):
@@ -425,6 +424,56 @@ def run_level(tree: Tree, lv: Level, st: State, path: Path, current: Any = None)
                     not isinstance(fp, str) or "*" in fp or "[" in fp or fp == format_path(path)
                     or format_path(path).startswith(fp + ".") for fp in fps):
                 raise Unsupported(f"{lv.label} replacements[{i}] may write {format_path(path)}; not followed")
+    for opts in custom:   # `transformers:` run after the built-in options of the level
+        advance(opts, st)
+    return out
+
+
+# built-in transformer configurations that only rename, relabel or move an object: what they do,
+# as the kustomization options that do the same (any other kind may write a value: not followed)
+_NAMING_TRANSFORMERS = ("LabelTransformer", "AnnotationsTransformer", "PrefixSuffixTransformer",
+                        "PrefixTransformer", "SuffixTransformer", "NamespaceTransformer")
+
+
+def _applies(config: Mapping[str, Any], st: State, field_path: str) -> bool:
+    specs = config.get("fieldSpecs")
+    if specs is None:
+        return True
+    return any(isinstance(f, dict) and str(f.get("path", "")).strip("/") == field_path
+               and f.get("kind") in (None, "", st.kind) for f in specs) if isinstance(specs, list) else False
+
+
+def transformer_options(tree: Tree, lv: Level, st: State) -> list[dict[str, Any]]:
+    """The ``transformers:`` of a level as options ``advance`` understands (labels, annotations,
+    name prefix / suffix, namespace), for built-in transformer configurations that do only that;
+    any other transformer raises Unsupported (it may write a value the daemon reads or edits)."""
+    out: list[dict[str, Any]] = []
+    for i, e in enumerate(entries(lv.body, "transformers")):
+        where = f"{lv.label} transformers[{i}]"
+        if not isinstance(e, str):
+            raise Unsupported(f"{where}: not a path or an inline configuration")
+        if "\n" in e or ":" in e:
+            configs = [d for d in safe_load_all(e) if d is not None]
+        else:
+            p = join_path(lv.folder, e)
+            if p not in tree.files:
+                raise Unsupported(f"{where}: {p} is a folder of transformers or not in the repository; not followed")
+            configs = [d for d in tree.docs(p) if d is not None]
+        for c in configs:
+            kind = c.get("kind") if isinstance(c, dict) else None
+            if kind not in _NAMING_TRANSFORMERS:
+                raise Unsupported(f"{where}: a {kind or 'custom'} transformer may change values; not followed")
+            opts: dict[str, Any] = {}
+            if kind == "LabelTransformer" and isinstance(c.get("labels"), dict) and _applies(c, st, "metadata/labels"):
+                opts["commonLabels"] = c["labels"]
+            elif kind == "AnnotationsTransformer" and isinstance(c.get("annotations"), dict):
+                opts["commonAnnotations"] = c["annotations"]
+            elif kind in ("PrefixSuffixTransformer", "PrefixTransformer", "SuffixTransformer") and _applies(
+                    c, st, "metadata/name"):
+                opts["namePrefix"], opts["nameSuffix"] = c.get("prefix") or "", c.get("suffix") or ""
+            elif kind == "NamespaceTransformer" and _applies(c, st, "metadata/namespace"):
+                opts["namespace"] = as_map(c.get("metadata")).get("namespace")
+            out.append(opts)
     return out
 
 

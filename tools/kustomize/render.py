@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tools.kustomize.deployers import Deployer, deployers
-from tools.kustomize.patches import State, advance
+from tools.kustomize.patches import State, advance, transformer_options
 from tools.kustomize.resolve import level_of, routes_to, top_level
 from tools.kustomize.tree import (
     KUSTOMIZATION_FILES,
@@ -90,8 +90,13 @@ def render(files: Mapping[str, str], objects: Iterable[ObjectRef], deployed_path
             st = State(kind=obj.kind, api_version=obj.api_version, names={obj.name}, name=obj.name,
                        namespaces={obj.namespace} if obj.namespace else set(), labels=dict(obj.labels),
                        annotations={})
-            for lv in levels:
-                advance(lv.body, st)
+            try:
+                for lv in levels:
+                    advance(lv.body, st)
+                    for opts in transformer_options(tree, lv, st):
+                        advance(opts, st)
+            except Unsupported as exc:   # a transformer that may rename it: named, and the name as read is kept
+                problems.append((obj.file, f"{obj.kind}/{obj.name} via {label}: {exc}"))
             ns = st.namespace or obj.namespace or dep.namespace or "default"
             seen.setdefault((ns, st.name, tuple(sorted(st.labels.items()))), []).append((label, dep.path))
         if seen:
