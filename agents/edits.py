@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from agents.deps import Deps
 from agents.state import CycleState
 from memory.records import FieldEdit
-from tools import kustomize
+from tools import helm, kustomize
 from tools.errors import PermanentError
 
 
@@ -16,12 +16,25 @@ def relocate(deps: Deps, state: CycleState, edits: list[FieldEdit]) -> tuple[lis
     """``(edits, notes, problem)``: the edits placed where their values are set when the repo has
     overlays; an ambiguous location is a problem (the caller notifies instead of editing)."""
     snap = state["snapshot"]
-    if not (snap.get("effective") or snap.get("rendered") or snap.get("patch_files")):
+    charted = [e for e in edits if any(helm.is_release_key(d) for d in e.deployed)]
+    if not (snap.get("effective") or snap.get("rendered") or snap.get("patch_files") or charted):
         return edits, [], ""   # no kustomization includes anything: every value is set where it is read
-    rel = kustomize.relocate(deps.repo.read_tree(), edits)
-    if not rel.ok:
-        return edits, [], "; ".join(rel.problems)
-    return list(rel.edits), list(rel.notes), ""
+    tree = kustomize.Tree(deps.repo.read_tree())
+    moved: list[FieldEdit] = []
+    notes: list[str] = []
+    problems: list[str] = []
+    for e in charted:   # a Helm release's field: the values layer that sets it
+        located, why = helm.locate(tree, e)
+        if located is None:
+            problems.append(why)
+        else:
+            moved.append(located)
+            notes.append(why)
+    rel = kustomize.relocate(tree, [e for e in edits if e not in charted])
+    problems += rel.problems
+    if problems:
+        return edits, [], "; ".join(problems)
+    return moved + list(rel.edits), notes + list(rel.notes), ""
 
 
 def edited_files(deps: Deps, edits: Sequence[FieldEdit], *, must_exist: bool) -> dict[str, str]:

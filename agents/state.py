@@ -93,6 +93,9 @@ def effective_docs(snapshot: dict[str, Any]) -> list[ManifestDoc]:
             for path, value in (ident.get("effective") or {}).items():
                 _set_in(d.body, json.loads(path), value)
             docs.append(d)
+    # objects of Helm releases of charts in the repository: edits go to their values files
+    docs += [ManifestDoc(**{**m, "deployed_paths": tuple(m.get("deployed_paths") or ())})
+             for m in snapshot.get("helm") or []]
     return docs
 
 

@@ -199,13 +199,14 @@ class GitClone:
         return datetime.fromtimestamp(int(self.run("log", "-1", "--format=%ct", ref)), UTC)
 
 
-def repo_files(root: Path, suffixes: tuple[str, ...]) -> list[str]:
+def repo_files(root: Path, suffixes: tuple[str, ...], *, chart_templates: bool = False) -> list[str]:
     """Repo-relative paths of the files with ``suffixes`` (no symlinks, no .git). A Helm chart's
     ``templates/`` and ``charts/`` (beside its ``Chart.yaml``) are Go templates that Helm renders,
-    not YAML: they are left out, so a chart in the repository is no YAML error."""
+    not YAML: left out unless ``chart_templates``, so a chart in the repository is no YAML error."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        skip = {".git"} | ({"templates", "charts"} if "Chart.yaml" in filenames else set())
+        skip = {".git"} | ({"charts"} | (set() if chart_templates else {"templates"})
+                           if "Chart.yaml" in filenames else set())
         dirnames[:] = sorted(d for d in dirnames if d not in skip)
         for fn in filenames:
             full = Path(dirpath) / fn
@@ -286,10 +287,11 @@ class GitRepo:
 
     @serialized
     def read_tree(self) -> dict[str, str]:
-        """Repo path -> text of every YAML / JSON file at the synced head (for kustomize overlays)."""
+        """Repo path -> text of every YAML / JSON file at the synced head (for kustomize overlays and
+        Helm charts: their templates included, as text)."""
         root = self.git.workdir
         out: dict[str, str] = {}
-        for rel in repo_files(root, (".yaml", ".yml", ".json")):
+        for rel in repo_files(root, (".yaml", ".yml", ".json"), chart_templates=True):
             try:
                 out[rel] = (root / rel).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):

@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 from agents.deps import Deps, audit, now_of, retrying
 from agents.state import CARRY_KEY, CURSOR_KEY, CycleState, build_views, err, event_dict, event_from_dict
 from agents.workloads import dig, workload_problems
-from tools import kustomize
+from tools import helm, kustomize
 from tools.errors import CycleAborted, ToolError
 from tools.results import AuditEvent, ManifestDoc
 
@@ -60,9 +60,12 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     view = rendered_view(tree, snap.manifests)
     errors += [err("observe", file, message) for file, message in view.problems]
     rendered = rendered_identities(tree, snap.manifests, view)
+    charted, helm_problems = helm_workloads(tree)
+    errors += [err("observe", file, message) for file, message in helm_problems]
     snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
                 "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": {},
-                "rendered": rendered, "patch_files": sorted(view.patch_files)}
+                "rendered": rendered, "patch_files": sorted(view.patch_files),
+                "helm": [asdict(m) for m in charted]}
     # the cycle's typed views, built once here from a copy (the checkpointed snapshot stays as read)
     views = build_views(copy.deepcopy(snapshot), deps.settings.gitops.policies_dir)
     deps.views.put({**state, "snapshot": snapshot}, views)
@@ -105,6 +108,19 @@ def rendered_view(tree: kustomize.Tree, manifests: list[ManifestDoc]) -> kustomi
                                 namespace=dig(m.body, "metadata", "namespace") or None, labels=m.labels)
             for m in manifests]
     return kustomize.render(tree, refs)
+
+
+def helm_workloads(tree: kustomize.Tree) -> tuple[list[ManifestDoc], list[tuple[str, str]]]:
+    """The workload objects of the Helm releases of charts in the repository (as far as their
+    templates say plainly), named as they run, with the release's values filled in."""
+    rels, problems = helm.releases(tree)
+    docs = []
+    for rel in rels:
+        for obj in helm.helm_objects(tree, rel):
+            docs.append(ManifestDoc(file=obj.template, index=0, kind=obj.kind, api_version="", name=obj.name,
+                                    namespace=rel.namespace, labels={}, body=helm.body(obj),
+                                    deployed_paths=(rel.key,)))
+    return docs, problems
 
 
 def rendered_identities(tree: kustomize.Tree, manifests: list[ManifestDoc],

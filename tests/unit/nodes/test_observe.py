@@ -178,3 +178,38 @@ def test_a_base_deployed_by_two_overlays_is_two_workloads_each_with_its_values_a
         rel = kustomize.relocate(files, render_edits(cap, w, {"max_replicas": 2}))
         assert rel.ok, rel.problems
         assert [(e.file, e.path) for e in rel.edits] == [place]
+
+
+def test_a_helm_release_of_a_chart_in_the_repository_is_watched_and_edited_in_its_values_file() -> None:
+    """The helm-mixed test repository: a chart deployed by an Application beside a plain folder."""
+    from pathlib import Path
+
+    import yaml
+
+    from agents.edits import relocate
+    from agents.planners.deterministic import render_edits
+    from agents.state import build_views
+    from playbooks.loader import load_playbooks
+    from tools.gitops import GitRepo
+
+    root = Path(__file__).resolve().parents[2] / "gitops_repos" / "helm-mixed"
+    files = {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()}
+    manifests = [m for f, text in sorted(files.items()) if f.startswith("apps/")
+                 for i, d in enumerate(yaml.safe_load_all(text)) if (m := GitRepo._manifest(f, i, d, [])) is not None]
+    tree = {k: v for k, v in files.items() if k.endswith((".yaml", ".yml"))}   # as GitRepo.read_tree gives it
+    repo = FakeRepo(sync=repo_snapshot(manifests=manifests), read_tree=tree)
+    deps = make_deps(metrics=FakeMetrics(check=None), repo=repo, auditlog=FakeAuditLog(read=([], "")))
+    state = cycle_state()
+
+    out = run(observe, state, deps)
+
+    assert out["errors"] == []
+    views = build_views(out["snapshot"], "policies")
+    assert set(views.workloads) == {"search/ranker", "web/storefront"}   # web: the Application's namespace
+    ranker = views.workloads["search/ranker"]
+    assert ranker.hpa is not None and (ranker.min_replicas, ranker.max_replicas) == (2, 10)
+    edits = render_edits(load_playbooks()["cap_max_replicas"], ranker, {"max_replicas": 6})
+    moved, notes, problem = relocate(deps, {**state, **out}, edits)
+    assert problem == "" and [(e.file, e.path, e.old, e.new) for e in moved] == [
+        ("charts/ranker/values-prod.yaml", ("autoscaling", "maxReplicas"), 10, 6)]
+    assert "valueFiles values-prod.yaml" in notes[0]
