@@ -69,6 +69,9 @@ class State:
     # lists a strategic-merge patch merged into on the way (keys; None = any list item): kustomize may
     # reorder them, so a later JSON6902 op that addresses their items by index is not followed
     merged_lists: set[tuple[str | None, ...]] = field(default_factory=set)
+    # the order of a merged list's items (by key) after the strategic-merge patches so far: kustomize
+    # puts the patch's items first, in the patch's order, then the others in their order
+    orders: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,20 +196,63 @@ def _pointer(p: Any, where: str) -> list[str]:
     return [s.replace("~1", "/").replace("~0", "~") for s in p.split("/")[1:]] if p else []
 
 
+def _keys_of(items: Any, key: str) -> list[str] | None:
+    if not isinstance(items, list) or not all(isinstance(x, dict) and isinstance(x.get(key), str) for x in items):
+        return None
+    return [x[key] for x in items]
+
+
+def _base_order(body: Any, lst: tuple[str, ...]) -> list[str] | None:
+    """The keys (names) of the items of the list at ``lst`` in the base object, in its order."""
+    node: Any = body
+    for k in lst:
+        node = node.get(k) if isinstance(node, dict) else None
+    return _keys_of(node, _MERGE_KEYS[lst[-1]])
+
+
+def _current_order(st: State, lst: tuple[str, ...]) -> list[str] | None:
+    return st.orders[lst] if lst in st.orders else _base_order(st.body, lst)
+
+
 def _mark_merged_lists(node: Any, at: tuple[str | None, ...], st: State) -> None:
+    """Note the lists a strategic-merge patch merges into: their new order where it is known (a list
+    outside any other list), else that they may have been reordered."""
     if isinstance(node, dict):
         for k, v in node.items():
             if isinstance(v, list) and str(k) in _MERGE_KEYS:
-                st.merged_lists.add((*at, str(k)))
+                lst = (*at, str(k))
+                patch_keys = _keys_of(v, _MERGE_KEYS[str(k)])
+                if None not in lst and patch_keys is not None:
+                    plain = tuple(str(x) for x in lst)
+                    current = _current_order(st, plain)
+                    if current is not None:
+                        st.orders[plain] = patch_keys + [n for n in current if n not in patch_keys]
+                        _mark_merged_lists(v, (*at, str(k), None), st)
+                        continue
+                st.merged_lists.add(lst)
             _mark_merged_lists(v, (*at, str(k)), st)
     elif isinstance(node, list):
         for item in node:
             _mark_merged_lists(item, (*at, None), st)
 
 
+def _by_name(p: list[str], q: list[str], st: State) -> list[str]:
+    """``p`` with an index into a list whose order is known replaced by the field's own index when
+    both name the same item (the op addresses the rendered order, the field the base order)."""
+    for lst, order in st.orders.items():
+        n = len(lst)
+        if len(p) > n and len(q) > n and p[n].isdigit() and q[n].isdigit() and tuple(p[:n]) == lst == tuple(q[:n]):
+            base = _base_order(st.body, lst)
+            i, k = int(p[n]), int(q[n])
+            same = base is not None and i < len(order) and k < len(base) and order[i] == base[k]
+            return [*p[:n], q[n] if same else f"#{p[n]}", *p[n + 1:]]
+    return p
+
+
 def _by_index_in_merged_list(p: list[str], q: list[str], st: State) -> bool:
     """Whether the op path ``p`` addresses by index an item of a list on the field's path ``q`` that
-    a strategic-merge patch merged into (any item: after a reorder, index 1 may be the field's)."""
+    a strategic-merge patch merged into and whose order is not known (after a reorder, index 1 may
+    be the field's)."""
     for lst in st.merged_lists:
         n = len(lst)
         if len(p) > n and len(q) > n and p[n].isdigit() and p[:n] == q[:n] and all(
@@ -225,6 +271,7 @@ def _json6902(ops: Any, path: Path, where: str, st: State) -> tuple[Path, Any] |
         name, p = op.get("op"), _pointer(op.get("path"), where)
         if name == "test":
             continue
+        p = _by_name(p, q, st)
         if _by_index_in_merged_list(p, q, st):
             raise Unsupported(f"{where}: op {j} addresses {op.get('path')} by index after a strategic-merge "
                               "patch merged into that list (kustomize may have reordered it); not followed")
