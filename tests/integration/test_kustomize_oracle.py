@@ -108,3 +108,28 @@ def test_generated_overlay_trees_render_as_kustomize_renders_them(seed: int) -> 
     with tempfile.TemporaryDirectory() as work:
         diff.check_folder(files, folder, Path(work) / "tree", tally, edit_limit=2, rng=rng, label=f"seed {seed}")
     assert tally.ok, tally.figures()["examples_wrong"]
+
+
+def test_a_container_list_reordered_by_a_strategic_merge_patch_is_followed_by_name(tmp_path: Path) -> None:
+    """kustomize puts a strategic-merge patch's containers first: a later JSON6902 op's index 0 is then
+    the sidecar. Found by the generated trees; each answer is checked against kubectl."""
+    two = DEPLOY.replace('spec: {containers: [{name: web, image: "web:1"}]}',
+                         'spec: {containers: [{name: web, image: "web:1"}, {name: proxy, image: "proxy:1"}]}')
+    files = {"base/app.yaml": two, "base/kustomization.yaml": "resources: [app.yaml]\n",
+             "prod/kustomization.yaml": "resources: [../base]\npatches:\n"
+             "- patch: |-\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata: {name: web, namespace: shop}\n"
+             "    spec: {template: {spec: {containers: [{name: proxy, image: \"proxy:2\"}]}}}\n"
+             "- target: {kind: Deployment, name: web}\n  patch: |-\n"
+             "    - {op: replace, path: /spec/template/spec/containers/0/image, value: \"proxy:3\"}\n"
+             "    - {op: replace, path: /spec/template/spec/containers/1/image, value: \"web:9\"}\n"}
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    [doc] = [d for d in rendered(tmp_path / "prod") if d["kind"] == "Deployment"]
+    images = {c["name"]: c["image"] for c in doc["spec"]["template"]["spec"]["containers"]}
+    assert images == {"proxy": "proxy:3", "web": "web:9"}
+    for i, name in enumerate(("web", "proxy")):   # base order: web is 0, proxy is 1
+        loc = effective_value(Tree(files), file="base/app.yaml", doc_kind="Deployment", doc_name="web",
+                              path=("spec", "template", "spec", "containers", i, "image"))
+        assert loc.ok and loc.effective == images[name], (name, loc)
+        assert loc.edit is not None and loc.edit.path == ("patches", 1, "patch", 1 - i, "value")
