@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
+from agents.compliance import PolicySet, policy_set
 from agents.workloads import Budget, Guardrails, Workload, build_workloads, load_budgets, load_guardrails
 from memory.records import new_id
 from tools.results import AuditEvent, FileProblem, ManifestDoc
@@ -41,6 +42,7 @@ class CycleState(TypedDict, total=False):
     slack_posts: Annotated[list[dict[str, Any]], operator.add]
     slack_outcomes: Annotated[list[dict[str, str]], operator.add]
     errors: Annotated[list[dict[str, Any]], operator.add]
+    compliance: list[dict[str, Any]]    # the posture: one entry per (object, policy) evaluated
 
 
 def new_cycle_state(started_at: datetime | None = None) -> CycleState:
@@ -122,6 +124,7 @@ class Views:
     guardrail_problems: list[FileProblem]
     budgets: list[Budget]
     budget_problems: list[FileProblem]
+    policies: PolicySet
 
 
 def build_views(snapshot: dict[str, Any], policies_dir: str) -> Views:
@@ -129,7 +132,8 @@ def build_views(snapshot: dict[str, Any], policies_dir: str) -> Views:
     guardrails, problems = load_guardrails(snapshot["guardrails"], policies_dir)
     budgets, bproblems = load_budgets(snapshot["budgets"], policies_dir)
     return Views(docs=docs, workloads=build_workloads(docs), guardrails=guardrails, guardrail_problems=problems,
-                 budgets=budgets, budget_problems=bproblems)
+                 budgets=budgets, budget_problems=bproblems,
+                 policies=policy_set(snapshot.get("compliance_files") or {}, policies_dir))
 
 
 class ViewCache:

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-IncidentKind = Literal["cost_anomaly", "budget_breach", "model_drift", "fairness_violation", "gitops_drift"]
+IncidentKind = Literal["cost_anomaly", "budget_breach", "model_drift", "fairness_violation", "gitops_drift",
+                       "policy_violation"]
 Severity = Literal["info", "warning", "critical"]
 IncidentStatus = Literal["open", "proposed", "approved", "rejected", "resolved", "closed"]
 PRStatus = Literal["open", "merged", "closed"]

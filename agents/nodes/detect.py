@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from langgraph.runtime import Runtime
 
+from agents.compliance import acting_keys, findings_of, objects_of, posture
 from agents.deps import Deps, audit, now_of, retrying
 from agents.history import REQUESTS_PATH, history_place, previous_model, request_history
 from agents.scoring import score_batch
@@ -21,6 +22,7 @@ from agents.workloads import Workload, managed_objects, select_workloads
 from memory.records import Finding
 from tools.detectors.budget import BudgetInput, detect_budget_breach
 from tools.detectors.common import InputStats
+from tools.detectors.compliance import evaluate as evaluate_policies
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
 from tools.detectors.fairness import FairnessInput, detect_fairness
@@ -98,6 +100,15 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     findings += _budgets(deps, views, costs, fetch, evaluated, stats, start=start, now=now, step=step, errors=errors)
     findings += _models(deps, views, fetch, evaluated, stats, now=now, step=step, errors=errors)
 
+    pset = views.policies
+    results = evaluate_policies(pset.policies, objects_of(views.docs), pset.models)
+    for pr in results:
+        if pr.status == "error":
+            errors.append(err("detect", pr.policy_file, f"policy {pr.policy} on {pr.object}: {pr.expression}: "
+                                                        f"{pr.message}; fix the policy (the others still apply)"))
+    findings += findings_of(results, pset.policies)
+    evaluated |= {f"policy_violation|{k}" for k in acting_keys(results, pset.policies)}
+
     events = [event_from_dict(e) for e in state.get("audit_events", [])]
     findings += detect_oob_writes(events, managed=managed_objects(workloads, views.docs),
                                   allowed_actors=views.guardrails.allowed_actors)
@@ -106,7 +117,7 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     audit(deps, state, "detect", "findings", "", count=len(findings),
           findings=[{"kind": f.kind, "service": f.service, "severity": f.severity} for f in findings])
     return {"findings": [f.model_dump(mode="json") for f in findings], "evaluated": sorted(evaluated),
-            "errors": errors}
+            "errors": errors, "compliance": posture(results)}
 
 
 def _values(res: SignalResult | None) -> Any:

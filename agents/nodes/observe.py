@@ -10,6 +10,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agents.compliance import repo_policy_files, shipped_policy_files
 from agents.deps import Deps, audit, now_of, retrying
 from agents.state import CARRY_KEY, CURSOR_KEY, CycleState, build_views, err, event_dict, event_from_dict
 from agents.workloads import dig, workload_problems
@@ -65,12 +66,16 @@ def observe(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     snapshot = {"commit": snap.commit, "manifests": [asdict(m) for m in snap.manifests],
                 "budgets": snap.budgets, "guardrails": snap.guardrails, "effective": {},
                 "rendered": rendered, "patch_files": sorted(view.patch_files),
-                "helm": [asdict(m) for m in charted]}
+                "helm": [asdict(m) for m in charted],
+                # the shipped compliance policies and the repository's (overrides, models.yaml)
+                "compliance_files": {**shipped_policy_files(),
+                                     **repo_policy_files(tree, deps.settings.gitops.policies_dir)}}
     # the cycle's typed views, built once here from a copy (the checkpointed snapshot stays as read)
     views = build_views(copy.deepcopy(snapshot), deps.settings.gitops.policies_dir)
     deps.views.put({**state, "snapshot": snapshot}, views)
     errors += [err("observe", p.path, str(p)) for p in
-               [*views.guardrail_problems, *views.budget_problems, *workload_problems(views.workloads)]]
+               [*views.guardrail_problems, *views.budget_problems, *workload_problems(views.workloads),
+                *views.policies.problems]]
 
     cursor = deps.store.get_kv(CURSOR_KEY)
     since = now - deps.settings.auditlog.initial_lookback

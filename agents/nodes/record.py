@@ -81,4 +81,5 @@ def build_report(deps: Deps, state: CycleState) -> dict[str, Any]:
         "pull_requests": [p.report() for p in sorted(prs.values(), key=lambda p: (p.created_at, p.id))],
         "notifications": state.get("notifications", []),
         "errors": state.get("errors", []),
+        "compliance": state.get("compliance", []),
     }

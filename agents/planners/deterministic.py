@@ -65,6 +65,10 @@ def plan(incident: Incident, ctx: PlanContext) -> RemediationPlan:
         return _plan_budget(incident, ctx)
     if kind in ("model_drift", "fairness_violation"):
         return _plan_rollback(incident, ctx)
+    if kind == "policy_violation":
+        return notify(incident, "Compliance: " + "; ".join(
+            f"{v.get('policy')}: {v.get('message')} ({v.get('file') or 'file unknown'})"
+            for v in incident.evidence.get("violations", [])) + ". Fix the manifest in Git; no PR is proposed.")
     ev = incident.evidence
     n = ev.get("count", 1)
     return notify(incident, (f"{n} out-of-band write(s) to a Git-managed object; Git stays the source of truth "

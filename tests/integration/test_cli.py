@@ -25,7 +25,8 @@ from agents.graph import INFLIGHT_KEY, run_cycle
 from memory.store import Store
 
 pytestmark = pytest.mark.integration
-REPORT_KEYS = {"cycle_id", "started_at", "findings", "incidents", "pull_requests", "notifications", "errors"}
+REPORT_KEYS = {"cycle_id", "started_at", "findings", "incidents", "pull_requests", "notifications", "errors",
+               "compliance"}
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from tests.fakes.cycle import T0, FakeAnchors, cycle_state, make_deps, make_sett
 from tools.errors import TemporaryError
 
 SERVICE = "ml-serving/image-captioner"
-CONTRACT = {"cycle_id", "started_at", "findings", "incidents", "pull_requests", "notifications", "errors"}
+CONTRACT = {"cycle_id", "started_at", "findings", "incidents", "pull_requests", "notifications", "errors", "compliance"}
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
