@@ -7,10 +7,11 @@ notify-only with the reasons; one over a rate limit is deferred (it waits and sa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agents.workloads import Guardrails, Workload
-from memory.records import Incident, RemediationPlan
+from memory.records import FieldEdit, Incident, RemediationPlan
 from playbooks.schema import Playbook
 from tools.kube import quantity
 
@@ -30,6 +31,8 @@ class GuardContext:
     scope: set[str] | None = None    # workloads this incident may touch (its service; a budget's selection)
     rollback_versions: set[str] | None = None  # versions a rollback may go to (Git history, baseline ref)
     request_values: dict[str, set[str]] | None = None  # values each resource request had in Git history
+    # the compliance policies a set of edits would newly break ("policy on object: message" each)
+    policy_breaks: Callable[[Sequence[FieldEdit]], list[str]] | None = None
 
 
 def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> RemediationPlan:
@@ -96,6 +99,8 @@ def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> Remed
             reasons += _replica_rule(e.new, e.old, f"{e.file} {'.'.join(map(str, e.path))}", g,
                                      lowering_only=pb.name in ("cap_max_replicas", "scale_down_noncritical"))
     reasons += _min_le_max(plan)
+    if ctx.policy_breaks is not None:
+        reasons += [f"would break compliance policy {b}" for b in ctx.policy_breaks(plan.edits)]
     if reasons:
         return _verdict(plan, "notify_only", reasons)
 

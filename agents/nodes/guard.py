@@ -8,6 +8,7 @@ from functools import partial
 
 from langgraph.runtime import Runtime
 
+from agents.compliance import broken_by
 from agents.deps import Deps, audit, now_of
 from agents.guard import GuardContext
 from agents.guard import check as guard_check
@@ -45,7 +46,8 @@ def guard(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
                            has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected,
                            scope=_scope(inc, views.budgets, workloads),
                            rollback_versions=_rollback_versions(deps, inc, workloads),
-                           request_values=_request_values(deps, inc, p, workloads))
+                           request_values=_request_values(deps, inc, p, workloads),
+                           policy_breaks=partial(broken_by, docs=views.docs, pset=views.policies))
         checked = guard_or_fallback(p, inc, check=partial(guard_check, incident=inc, ctx=ctx),
                                     fallback=partial(deterministic_plan, inc, plan_ctx))
         if checked.id != p.id:

@@ -1,0 +1,167 @@
+"""Compliance policies in CEL: each shipped default on a passing and a failing manifest; a
+repository's overrides and opt-in; bad policies named with file, policy and expression; the guard
+refusing a remediation that would break a policy."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from agents.compliance import broken_by, findings_of, objects_of, policy_set, shipped_policy_files
+from memory.records import FieldEdit
+from tools.detectors.compliance import evaluate
+from tools.results import ManifestDoc
+
+MIS: dict[str, Any] = yaml.safe_load("""
+apiVersion: ai.apexlogic.com/v1alpha1
+kind: MultimodalInferenceService
+metadata: {name: captioner, namespace: ml-serving, labels: {team: vision, cost-center: cc-7}}
+spec:
+  modelRef: {name: captioner, version: "2.0.1"}
+  resourceRequests: {cpu: "4", memory: 16Gi, gpu: "1"}
+  autoscaling: {minReplicas: 1, maxReplicas: 4}
+  monitoring: {enabled: true, port: 8080}
+  responsibleAI:
+    explainability: {enabled: true, method: SHAP, samplingSize: 100}
+    fairness: {enabled: true, protectedAttributes: [gender], threshold: 0.05}
+    driftDetection: {enabled: true, baselineModelRef: "2.0.0", metric: JensenShannonDivergence, threshold: 0.1}
+""")
+MODELS = "models:\n  - {name: captioner, version: \"2.0.1\", approvedBy: ml-review, date: 2026-11-02}\n"
+
+
+def doc(body: dict[str, Any]) -> ManifestDoc:
+    meta = body["metadata"]
+    return ManifestDoc(file="apps/captioner.yaml", index=0, kind=body["kind"], api_version=body["apiVersion"],
+                       name=meta["name"], namespace=meta.get("namespace", "default"), labels=dict(meta.get("labels", {})),
+                       body=body)
+
+
+def statuses(body: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, str]:
+    pset = policy_set({**shipped_policy_files(), "policies/models.yaml": MODELS, **(extra or {})}, "policies")
+    assert pset.problems == []
+    return {r.policy: r.status for r in evaluate(pset.policies, objects_of([doc(body)]), pset.models)}
+
+
+def changed(path: str, value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(MIS)
+    node = body
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    if value is None:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+    return body
+
+
+def test_a_compliant_manifest_passes_every_default_policy() -> None:
+    assert statuses(MIS) == {p: "pass" for p in ("approved-model-version", "drift-monitored", "explainability-enabled",
+                                                 "fairness-monitored", "gpu-within-quota", "monitoring-enabled",
+                                                 "required-labels")}
+
+
+@pytest.mark.parametrize(("policy", "path", "value"), [
+    ("fairness-monitored", "spec.responsibleAI.fairness.enabled", False),
+    ("fairness-monitored", "spec.responsibleAI.fairness.threshold", 0.3),
+    ("drift-monitored", "spec.responsibleAI.driftDetection.threshold", 0.5),
+    ("drift-monitored", "spec.responsibleAI.driftDetection.baselineModelRef", None),
+    ("explainability-enabled", "spec.responsibleAI.explainability.method", "Magic"),
+    ("explainability-enabled", "spec.responsibleAI.explainability.samplingSize", 0),
+    ("monitoring-enabled", "spec.monitoring.enabled", False),
+    ("gpu-within-quota", "spec.autoscaling.maxReplicas", 40),
+    ("required-labels", "metadata.labels", {"team": "vision"}),
+    ("approved-model-version", "spec.modelRef.version", "2.1.0"),
+])
+def test_each_default_policy_fails_its_failing_manifest(policy: str, path: str, value: Any) -> None:
+    got = statuses(changed(path, value))
+    assert got[policy] == "fail" and [p for p, s in got.items() if s != "pass"] == [policy]
+
+
+def test_not_applicable_where_nothing_is_declared() -> None:
+    got = statuses(changed("spec.responsibleAI.fairness.protectedAttributes", []))
+    assert "fairness-monitored" not in got            # no protected attributes: nothing to check
+    pset = policy_set(shipped_policy_files(), "policies")   # no models.yaml: no approved list to check against
+    assert "approved-model-version" not in {r.policy for r in evaluate(pset.policies, objects_of([doc(MIS)]))}
+
+
+def test_the_repository_overrides_disables_and_opts_in_by_name() -> None:
+    repo = {"policies/compliance/ours.yaml": """
+apiVersion: remediator.apexlogic.com/v1alpha1
+kind: CompliancePolicy
+metadata: {name: gpu-within-quota}
+spec:
+  validationActions: [Warn]
+  severity: critical
+  matchConstraints: {kinds: [MultimodalInferenceService]}
+  params: {default: 2}
+  validations:
+    - expression: "int(object.spec.resourceRequests.gpu) * int(object.spec.autoscaling.maxReplicas) <= params.default"
+      messageExpression: "'too many GPUs: ' + string(int(object.spec.resourceRequests.gpu) * int(object.spec.autoscaling.maxReplicas))"
+---
+apiVersion: remediator.apexlogic.com/v1alpha1
+kind: CompliancePolicy
+metadata: {name: monitoring-enabled}
+spec: {disabled: true, validations: [{expression: "true"}]}
+"""}
+    pset = policy_set({**shipped_policy_files(), **repo}, "policies")
+    results = evaluate(pset.policies, objects_of([doc(MIS)]), pset.models)
+    assert "monitoring-enabled" not in {r.policy for r in results}
+    [f] = findings_of(results, pset.policies)
+    assert (f.kind, f.service, f.severity) == ("policy_violation", "ml-serving/captioner", "critical")
+    [v] = f.evidence["violations"]
+    assert v["policy"] == "gpu-within-quota" and v["message"] == "too many GPUs: 4" and "params.default" in v["expression"]
+    assert findings_of(evaluate(policy_set(shipped_policy_files(), "policies").policies, objects_of([doc(
+        changed("spec.monitoring.enabled", False))])), policy_set(shipped_policy_files(), "policies").policies) == []
+
+
+def test_bad_policies_are_named_and_the_others_still_apply() -> None:
+    repo = {"policies/compliance/broken.yaml": "kind: CompliancePolicy\nmetadata: {name: broken}\nspec:\n"
+                                               "  validations: [{expression: \"object.spec.((\"}]\n---\n"
+                                               "kind: CompliancePolicy\nmetadata: {name: nobool}\nspec:\n"
+                                               "  validations: [{expression: \"1 + 2\"}]\n---\n"
+                                               "kind: CompliancePolicy\nmetadata: {name: shapeless}\nspec: {}\n",
+            "policies/compliance/unparsable.yaml": "kind: [CompliancePolicy\n",
+            "policies/models.yaml": "models: 5\n"}
+    pset = policy_set({**shipped_policy_files(), **repo}, "policies")
+    text = "\n".join(str(p) for p in pset.problems)
+    assert "policies/compliance/broken.yaml: policy broken: an expression does not compile" in text
+    assert "policies/compliance/broken.yaml: policy shapeless: spec.validations: Field required" in text
+    assert "policies/compliance/unparsable.yaml: does not parse" in text
+    assert "policies/models.yaml: `models:` must be a list" in text
+    results = {r.policy: r for r in evaluate(pset.policies, objects_of([doc(MIS)]), pset.models)}
+    assert results["nobool"].status == "error" and "not a bool" in results["nobool"].message
+    assert results["nobool"].expression == "1 + 2" and results["nobool"].policy_file == "policies/compliance/broken.yaml"
+    assert results["fairness-monitored"].status == "pass"
+
+
+def test_the_guard_refuses_a_remediation_that_would_break_a_policy() -> None:
+    from agents.guard import GuardContext, check
+    from agents.workloads import Guardrails, build_workloads
+    from memory.records import Incident, RemediationPlan
+    from playbooks.loader import load_playbooks
+
+    d = doc(copy.deepcopy(MIS))
+    pset = policy_set({**shipped_policy_files(), "policies/models.yaml": MODELS}, "policies")
+    workloads = build_workloads([d])
+    inc = Incident(kind="model_drift", service=d.key, severity="critical", fingerprint="f")
+
+    def plan(version: str) -> RemediationPlan:
+        return RemediationPlan(incident_id=inc.id, playbook="rollback_model_version",
+                               params={"targets": {d.key: {"version": version}}},
+                               edits=(FieldEdit(file=d.file, doc_kind=d.kind, doc_name=d.name,
+                                                path=("spec", "modelRef", "version"), old="2.0.1", new=version),))
+    ctx = GuardContext(guardrails=Guardrails(), playbooks=load_playbooks(), workloads=workloads,
+                       rollback_versions={"2.0.0"},
+                       policy_breaks=lambda edits: broken_by(edits, [d], pset))
+    refused = check(plan("2.0.0"), inc, ctx)   # 2.0.0 is not in the approved list
+    assert refused.guard_verdict == "notify_only"
+    assert any("would break compliance policy approved-model-version on MultimodalInferenceService ml-serving/captioner"
+               in r for r in refused.guard_reasons)
+    ok = policy_set({**shipped_policy_files(), "policies/models.yaml": MODELS + "  - {name: captioner, version: \"2.0.0\"}\n"},
+                    "policies")
+    ctx.policy_breaks = lambda edits: broken_by(edits, [d], ok)
+    assert check(plan("2.0.0"), inc, ctx).guard_verdict == "accepted"
