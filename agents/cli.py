@@ -219,6 +219,29 @@ def incidents_show(incident_id: str, config: ConfigOpt, json_out: JsonOpt = Fals
         _line(f"  decision {d.id}: {d.verdict} by {d.actor} via {d.source} at {d.at:%Y-%m-%d %H:%M}Z {d.reason}")
 
 
+@app.command()
+def compliance(config: ConfigOpt, json_out: JsonOpt = False,
+               failing: Annotated[bool, typer.Option("--failing", help="only what fails or errs")] = False,
+               history: Annotated[int, typer.Option(help="cycles read back to date each status", min=1)] = 200) -> None:
+    """The compliance posture per service and policy (pass / fail / error, since when), from the last
+    cycles. Policies: the shipped defaults (config/policies/) and the repo's policies/compliance/."""
+    from agents.compliance import posture_since
+
+    store = _store(config)
+    everything = posture_since(store.list_cycles(limit=history))
+    rows = [r for r in everything if r.get("status") != "pass"] if failing else everything
+    if json_out:
+        _print_json(rows)
+        return
+    if not everything:
+        typer.echo("no compliance posture yet: run a cycle (`remediator run-once`)")
+    elif not rows:
+        typer.echo(f"every evaluated policy passes ({len(everything)} checks)")
+    for r in rows:
+        _line(f"{r.get('status', '?'):<6} {str(r.get('service')):<40} {str(r.get('policy')):<26} since "
+              f"{str(r.get('since'))[:16]}Z  {r.get('message', '')}")
+
+
 # ----------------------------------------------------------------------------- decisions
 
 @decisions_app.command("list")

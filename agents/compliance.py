@@ -171,3 +171,25 @@ def posture(results: Sequence[PolicyResult]) -> list[dict[str, Any]]:
     return [{"service": r.key, "object": r.object, "policy": r.policy, "status": r.status, "severity": r.severity,
              **({"message": r.message, "expression": r.expression} if r.status in ("fail", "error") else {})}
             for r in results]
+
+
+def posture_since(cycles: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The posture of the newest cycle report that has one, each (service, policy) with ``since``: the
+    start of the earliest cycle of the unbroken run of cycles (newest first in ``cycles``) in which it
+    had the same status."""
+    reports = [c for c in cycles if isinstance((c.get("report") or {}).get("compliance"), list)]
+    if not reports:
+        return []
+    latest = reports[0]["report"]["compliance"]
+    history = [{(e.get("service"), e.get("policy"), e.get("object")): e.get("status")
+                for e in c["report"]["compliance"]} for c in reports]
+    out = []
+    for e in latest:
+        key = (e.get("service"), e.get("policy"), e.get("object"))
+        since = reports[0]["started_at"]
+        for c, seen in zip(reports, history, strict=True):
+            if seen.get(key) != e.get("status"):
+                break
+            since = c["started_at"]
+        out.append({**e, "since": since.isoformat() if hasattr(since, "isoformat") else str(since)})
+    return sorted(out, key=lambda x: (x["status"] == "pass", str(x.get("service")), str(x.get("policy"))))

@@ -235,3 +235,31 @@ def test_incidents_and_decisions_commands(workspace: tuple[Path, Path]) -> None:
     assert again.returncode == 0 and json.loads(again.stdout)["id"] == d["id"]  # idempotent
     missing = cli("incidents", "show", "inc-nope", "--config", str(cfg))
     assert missing.returncode == 2 and "no incident" in missing.stderr
+
+
+def test_compliance_shows_the_posture_from_the_stored_cycles(tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    import yaml as _yaml
+
+    from memory.store import Store
+    from tests.console import remediator
+
+    db = tmp_path / "state.db"
+    store = Store.open(f"sqlite:///{db}")
+    report = {"cycle_id": "cyc-1", "compliance": [
+        {"service": "ml/a", "object": "MultimodalInferenceService ml/a", "policy": "required-labels", "status": "fail",
+         "severity": "info", "message": "no cost-center label", "expression": "x"},
+        {"service": "ml/a", "object": "MultimodalInferenceService ml/a", "policy": "monitoring-enabled",
+         "status": "pass", "severity": "info"}]}
+    store.save_cycle(cycle_id="cyc-1", started_at=datetime(2026, 12, 1, tzinfo=UTC), finished_at=None, report=report)
+    store.close()
+    cfg = tmp_path / "remediator.yaml"
+    cfg.write_text(_yaml.safe_dump({"gitops": {"remote": str(tmp_path / "none.git")}, "memory": {"url": f"sqlite:///{db}"}}))
+    proc = remediator("compliance", "--config", str(cfg), "--failing", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "fail   ml/a                                     required-labels            since 2026-12-01T00:00Z  "
+        "no cost-center label"]
+    rows = json.loads(remediator("compliance", "--config", str(cfg), "--json", timeout=60).stdout)
+    assert [(r["policy"], r["status"]) for r in rows] == [("required-labels", "fail"), ("monitoring-enabled", "pass")]

@@ -165,3 +165,25 @@ def test_the_guard_refuses_a_remediation_that_would_break_a_policy() -> None:
                     "policies")
     ctx.policy_breaks = lambda edits: broken_by(edits, [d], ok)
     assert check(plan("2.0.0"), inc, ctx).guard_verdict == "accepted"
+
+
+def test_the_posture_says_since_when_each_status_holds() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agents.compliance import posture_since
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def cycle(hours: int, fair: str, labels: str) -> dict[str, Any]:
+        return {"started_at": t0 + timedelta(hours=hours), "report": {"compliance": [
+            {"service": "ml/a", "object": "MultimodalInferenceService ml/a", "policy": "fairness-monitored",
+             "status": fair, **({"message": "off"} if fair == "fail" else {})},
+            {"service": "ml/a", "object": "MultimodalInferenceService ml/a", "policy": "required-labels",
+             "status": labels}]}}
+    newest_first = [cycle(3, "fail", "pass"), cycle(2, "fail", "pass"), cycle(1, "pass", "pass"),
+                    {"started_at": t0, "report": {"errors": []}}]   # a cycle from before compliance existed
+    rows = {r["policy"]: r for r in posture_since(newest_first)}
+    assert (rows["fairness-monitored"]["status"], rows["fairness-monitored"]["since"]) == (
+        "fail", (t0 + timedelta(hours=2)).isoformat())
+    assert rows["required-labels"]["since"] == (t0 + timedelta(hours=1)).isoformat()
+    assert posture_since([{"started_at": t0, "report": {}}]) == []
