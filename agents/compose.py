@@ -24,6 +24,7 @@ from memory.store import Store
 from playbooks.loader import load_playbooks
 from tools.anchors import GitAnchors, Signer
 from tools.auditlog import JsonLinesAuditLog
+from tools.embeddings import EmbeddingFiles
 from tools.errors import PermanentError
 from tools.gitops import GitRepo
 from tools.llm import OpenAIChat  # imports openai itself on first use
@@ -149,6 +150,7 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         notifier=build_notifier(settings),
         planner=build_planner(settings, store),
         anchors=build_anchors(settings),
+        embeddings=EmbeddingFiles(),
         dry_run=dry_run,
         open_checkpointer=checkpoints,
         on_progress=on_progress or log_progress,

@@ -23,7 +23,15 @@ from memory.records import Incident, RemediationPlan
 from memory.store import Store
 from playbooks.schema import Playbook
 from tools.errors import TemporaryError
-from tools.protocols import AuditAnchors, AuditLog, GitOpsRepo, MetricsSource, Notifier, PullRequests
+from tools.protocols import (
+    AuditAnchors,
+    AuditLog,
+    EmbeddingSource,
+    GitOpsRepo,
+    MetricsSource,
+    Notifier,
+    PullRequests,
+)
 
 log = logging.getLogger("remediator.cycle")
 T = TypeVar("T")
@@ -57,6 +65,7 @@ class Deps:
     notifier: Notifier | None = None
     planner: Planner | None = None     # None: the deterministic planner decides
     anchors: AuditAnchors | None = None  # None: the audit chain head is not anchored outside the store
+    embeddings: EmbeddingSource | None = None   # None: embedding drift is not tested
     dry_run: bool = False
     retries: int = 3
     retry_base_s: float = 0.5

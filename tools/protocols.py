@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from memory.records import PullRequest
 from tools.results import (
@@ -133,6 +133,16 @@ class AuditLog(Protocol):
     def last_problems(self) -> list[str]:
         """What the last ``read`` could not use (unreadable file, malformed line, bad cursor), one
         ``"where: reason"`` line each; they do not stop a read. Empty before the first read."""
+
+
+class EmbeddingSource(Protocol):
+    """Samples of a service's input embeddings (a reference and a current one per modality)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def load(self, *, uri: str, which: str, modality: str) -> Any:
+        """A (rows, width) float array; PermanentError naming the file when it is missing or bad."""
 
 
 class Notifier(Protocol):

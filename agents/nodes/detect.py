@@ -25,9 +25,10 @@ from tools.detectors.common import InputStats
 from tools.detectors.compliance import evaluate as evaluate_policies
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
+from tools.detectors.embedding_drift import detect_embedding_drift
 from tools.detectors.fairness import FairnessInput, detect_fairness
 from tools.detectors.oob import detect_oob_writes
-from tools.errors import ToolError
+from tools.errors import PermanentError, ToolError
 from tools.kube import quantity
 from tools.results import SignalResult
 
@@ -179,6 +180,8 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
                     min_samples=s.detection.drift_min_samples), now=now.timestamp(), stats=stats)
                 if f is not None:
                     out.append(f)
+        if drift_cfg.get("enabled") and isinstance(drift_cfg.get("embeddings"), dict):
+            out = _embedding_drift(deps, w, version, drift_cfg["embeddings"], out, evaluated, errors)
         if fair_cfg.get("enabled"):
             counters = _counters(fetch, f"outcomes {key}", partial(
                 deps.metrics.outcome_counters, namespace=w.namespace, service=w.name, start=hstart, end=now,
@@ -195,6 +198,52 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
                 if f is not None:
                     out.append(f)
     return out
+
+
+def _embedding_drift(deps: Deps, w: Workload, version: str, cfg: dict[str, Any], found: list[Finding],
+                     evaluated: set[str], errors: list[dict[str, Any]]) -> list[Finding]:
+    """Kernel and classifier two-sample tests of the service's input embeddings (reference against
+    current sample, per modality and fused): a drifted modality is a model_drift finding (or evidence
+    on the class-distribution one). Bad samples are an errors entry naming the file."""
+    src, key = deps.embeddings, w.key
+    uri, modalities = cfg.get("uri"), cfg.get("modalities")
+    if src is None:
+        return found
+    if not isinstance(uri, str) or not uri or not isinstance(modalities, list) or not modalities:
+        errors.append(err("detect", w.file, "responsibleAI.driftDetection.embeddings needs uri (a folder or URL) and "
+                                            "modalities (a list); embedding drift is not tested"))
+        return found
+    alpha = _cfg_number(cfg, "pValue", "responsibleAI.driftDetection.embeddings", w.file, errors) or 0.05
+    size = _cfg_number(cfg, "sampleSize", "responsibleAI.driftDetection.embeddings", w.file, errors) or 500
+    ref, cur = {}, {}
+    try:
+        for m in (str(x) for x in modalities):
+            ref[m] = src.load(uri=uri, which="reference", modality=m)
+            cur[m] = src.load(uri=uri, which="current", modality=m)
+            if ref[m].shape[1] != cur[m].shape[1]:
+                raise PermanentError(f"{uri}: {m} reference width {ref[m].shape[1]} and current width "
+                                     f"{cur[m].shape[1]} differ")
+    except ToolError as e:
+        errors.append(err("detect", w.file, f"embedding drift of {key}: {e}"))
+        return found
+    results = detect_embedding_drift(ref, cur, alpha=alpha, sample_size=int(size))
+    evaluated.add(f"model_drift|{key}")
+    evidence = {"embedding_drift": [{"modality": r.modality, "mmd2": round(r.mmd.statistic, 6),
+                                     "mmd_p_value": round(r.mmd.p_value, 4),
+                                     "c2st_accuracy": round(r.c2st.statistic, 3) if r.c2st else None,
+                                     "c2st_p_value": round(r.c2st.p_value, 4) if r.c2st else None,
+                                     "drifted": r.drifted} for r in results], "p_value_threshold": alpha}
+    drifted = [r.modality for r in results if r.drifted and r.modality != "fused"] or (
+        ["fused"] if any(r.drifted for r in results) else [])
+    if not drifted:
+        return found
+    same = next((f for f in found if f.kind == "model_drift" and f.service == key), None)
+    if same is not None:
+        return [f.model_copy(update={"evidence": {**f.evidence, **evidence}}) if f is same else f for f in found]
+    return [*found, Finding(
+        kind="model_drift", service=key, severity="warning", detector="embedding_mmd", model_version=version,
+        file=w.file, summary=f"{key} model {version}: input embeddings drifted ({', '.join(drifted)}; MMD p < {alpha})",
+        evidence={**evidence, "drifted_modalities": drifted, "version": version})]
 
 
 def _counters(fetch: _Fetch, label: str, fn: Callable[[], SignalResult]) -> list[CounterSeries]:

@@ -13,6 +13,7 @@ from memory.records import PullRequest
 from tools import protocols
 from tools.anchors import GitAnchors
 from tools.auditlog import JsonLinesAuditLog
+from tools.embeddings import EmbeddingFiles
 from tools.gitops import GitRepo
 from tools.prometheus import PrometheusSource
 from tools.providers.github import GitHubProvider
@@ -31,6 +32,7 @@ ADAPTERS: list[tuple[type[Any], type[Any]]] = [
     (protocols.AuditLog, JsonLinesAuditLog),
     (protocols.Notifier, SlackNotifier),
     (protocols.AuditAnchors, GitAnchors),
+    (protocols.EmbeddingSource, EmbeddingFiles),
 ]
 
 

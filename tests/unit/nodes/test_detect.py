@@ -85,3 +85,47 @@ def audit_event(user: str) -> dict[str, Any]:
             "subresource": "scale", "namespace": "ml-serving", "name": "image-captioner",
             "api_group": "apps", "request_uri": "/apis/apps/v1/namespaces/ml-serving/deployments/image-captioner",
             "code": 200, "request_object": {"spec": {"replicas": 9}}}
+
+
+class _Embeddings:
+    """Samples by (uri, which, modality); anything else is missing, as the real adapter says it."""
+    name = "fake embeddings"
+
+    def __init__(self, samples: dict[tuple[str, str, str], Any]) -> None:
+        self.samples = samples
+
+    def load(self, *, uri: str, which: str, modality: str) -> Any:
+        if (uri, which, modality) not in self.samples:
+            raise PermanentError(f"no embedding sample at {uri}/{which}/{modality}.npy", source=uri)
+        return self.samples[(uri, which, modality)]
+
+
+def test_input_embedding_drift_names_the_modality_and_a_missing_sample_is_an_error_entry() -> None:
+    from tests.fakes.cycle import FakeRepo, mis
+
+    def with_embeddings(name: str, uri: str) -> Any:
+        m = mis(name)
+        m.body["spec"]["responsibleAI"] = {"driftDetection": {
+            "enabled": True, "threshold": 0.1, "embeddings": {"uri": uri, "modalities": ["image", "text"]}}}
+        return m
+    rng = np.random.default_rng(5)
+    shifted = rng.normal(size=(200, 16))
+    shifted[:, :4] += 0.8
+    samples = {("s3://emb/captioner", "reference", "image"): rng.normal(size=(200, 16)),
+               ("s3://emb/captioner", "current", "image"): shifted,
+               ("s3://emb/captioner", "reference", "text"): rng.normal(size=(200, 8)),
+               ("s3://emb/captioner", "current", "text"): rng.normal(size=(200, 8))}
+    metrics = FakeMetrics(workload_cost=flat(3.0), workload_replicas=flat(2.0), gpu_utilisation=flat(50.0),
+                          request_rate=flat(5.0), prediction_counters=SignalResult(status="no_data", series=[]))
+    deps = make_deps(settings=settings(), metrics=metrics, repo=FakeRepo(field_history=[]),
+                     embeddings=_Embeddings(samples))
+    out = run(detect, cycle_state(snapshot=snapshot([with_embeddings("captioner", "s3://emb/captioner"),
+                                                     with_embeddings("ocr", "s3://emb/missing")])), deps)
+    [f] = [Finding.model_validate(d) for d in out["findings"] if d["kind"] == "model_drift"]
+    assert f.service == "ml-serving/captioner" and f.evidence["drifted_modalities"] == ["image"]
+    assert "input embeddings drifted (image" in f.summary
+    by = {e["modality"]: e for e in f.evidence["embedding_drift"]}
+    assert by["image"]["drifted"] and not by["text"]["drifted"] and "fused" in by
+    assert "model_drift|ml-serving/captioner" in out["evaluated"]
+    [e] = [e for e in out["errors"] if "embedding" in e["message"]]
+    assert "ml-serving/ocr" in e["message"] and "s3://emb/missing/reference/image.npy" in e["message"]
