@@ -1,0 +1,86 @@
+"""Compliance and embedding drift through the real CLI on a real Git remote (the demo's data): a
+repository that opts a policy in gets a policy_violation incident naming the policy and the
+expression; a service whose input embeddings shifted gets a model_drift finding naming the
+modality; the report carries the posture and `remediator compliance` shows it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.demo import prepare_workspace
+from tests.console import remediator
+
+pytestmark = pytest.mark.integration
+
+POLICY = """\
+apiVersion: remediator.apexlogic.com/v1alpha1
+kind: CompliancePolicy
+metadata: {name: required-labels}
+spec:
+  severity: warning
+  validationActions: [Warn]
+  matchConstraints: {kinds: [MultimodalInferenceService]}
+  validations:
+    - expression: "has(object.metadata.labels) && 'cost-center' in object.metadata.labels"
+      message: no cost-center label
+      reason: NoCostCenter
+"""
+
+
+def push(work: Path, files: dict[str, str], message: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "h", "GIT_AUTHOR_EMAIL": "h@x", "GIT_COMMITTER_NAME": "h",
+           "GIT_COMMITTER_EMAIL": "h@x"}
+    for path, text in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    subprocess.run(["git", "-C", str(work), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(work), "commit", "-qm", message], check=True, env=env)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "HEAD:main"], check=True, env=env)
+
+
+def test_an_opted_in_policy_and_an_embedding_shift_are_found_and_shown(tmp_path: Path) -> None:
+    _, cfg, remote = prepare_workspace(tmp_path, datetime.now(UTC).replace(microsecond=0))
+    rng = np.random.default_rng(1)
+    emb = tmp_path / "embeddings" / "captioner"
+    for which in ("reference", "current"):
+        (emb / which).mkdir(parents=True)
+        image = rng.normal(size=(300, 32))
+        if which == "current":
+            image[:, :6] += 0.7
+        np.save(emb / which / "image.npy", image)
+        np.save(emb / which / "text.npy", rng.normal(size=(300, 16)))
+    work = tmp_path / "human"
+    subprocess.run(["git", "clone", "-q", str(remote), str(work)], check=True)
+    path = "apps/ml-serving/image-captioner.yaml"
+    text = (work / path).read_text().replace(
+        "      threshold: 0.1\n",
+        f"      threshold: 0.1\n      embeddings:\n        uri: {emb}\n        modalities: [image, text]\n", 1)
+    assert "embeddings:" in text
+    push(work, {"policies/compliance/labels.yaml": POLICY, path: text}, "opt in a policy; test embeddings")
+
+    proc = remediator("run-once", "--config", str(cfg), "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    violations = [f for f in report["findings"] if f["kind"] == "policy_violation"]
+    assert {f["service"] for f in violations} >= {"ml-serving/image-captioner"}
+    [v] = [f for f in violations if f["service"] == "ml-serving/image-captioner"][0]["evidence"]["violations"]
+    assert (v["policy"], v["message"], v["policy_file"]) == ("required-labels", "no cost-center label",
+                                                           "policies/compliance/labels.yaml")
+    assert "'cost-center' in object.metadata.labels" in v["expression"]
+    assert any(i["kind"] == "policy_violation" and i["service"] == "ml-serving/image-captioner"
+               for i in report["incidents"])
+    [drift] = [f for f in report["findings"] if f["kind"] == "model_drift" and f["service"] == "ml-serving/image-captioner"]
+    assert drift["evidence"]["drifted_modalities"] == ["image"]
+    posture = {(c["service"], c["policy"]): c["status"] for c in report["compliance"]}
+    assert posture[("ml-serving/image-captioner", "required-labels")] == "fail"
+    assert posture[("ml-serving/image-captioner", "explainability-enabled")] == "pass"
+
+    shown = remediator("compliance", "--config", str(cfg), "--failing", timeout=60)
+    assert shown.returncode == 0 and "required-labels" in shown.stdout and "no cost-center label" in shown.stdout
