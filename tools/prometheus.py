@@ -41,6 +41,7 @@ DEFAULT_QUERIES: dict[str, str] = {
     "request_rate": 'sum(rate(inference_requests_total{namespace="{namespace}",service="{service}"}[{window}]))',
     "prediction_counters": 'inference_predictions_total{namespace="{namespace}",service="{service}"}',
     "outcome_counters": 'inference_outcomes_total{namespace="{namespace}",service="{service}"}',
+    "explanation_counters": 'inference_explanations_total{namespace="{namespace}",service="{service}"}',
 }
 RESOURCES = ("cpu", "gpu", "memory")
 _PLACEHOLDER = re.compile(r"\{(namespace|name|service|pod_regex|window)\}")
@@ -253,3 +254,7 @@ class PrometheusSource:
     def outcome_counters(self, *, namespace: str, service: str, start: datetime, end: datetime,
                          step_s: int) -> SignalResult:
         return self._single("outcome_counters", start, end, step_s, namespace=namespace, service=service)
+
+    def explanation_counters(self, *, namespace: str, service: str, start: datetime, end: datetime,
+                             step_s: int) -> SignalResult:
+        return self._single("explanation_counters", start, end, step_s, namespace=namespace, service=service)

@@ -58,6 +58,10 @@ class MetricsSource(Protocol):
     def outcome_counters(self, *, namespace: str, service: str, start: datetime, end: datetime, step_s: int) -> SignalResult:
         """Raw ``inference_outcomes_total`` samples; one series per label set."""
 
+    def explanation_counters(self, *, namespace: str, service: str, start: datetime, end: datetime,
+                             step_s: int) -> SignalResult:
+        """Raw ``inference_explanations_total`` samples (by model_version); one series per label set."""
+
 
 class GitOpsRepo(Protocol):
     """The GitOps repository: desired state, policies, history."""

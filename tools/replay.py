@@ -276,3 +276,8 @@ class ReplaySource:
         return self._each("outcome_counters", "inference_outcomes_total", self._instant, start, end, step_s,
                           namespace=namespace, service=service)
 
+    def explanation_counters(self, *, namespace: str, service: str, start: datetime, end: datetime,
+                             step_s: int) -> SignalResult:
+        return self._each("explanation_counters", "inference_explanations_total", self._instant, start, end, step_s,
+                          namespace=namespace, service=service)
+

@@ -26,6 +26,7 @@ from tools.detectors.compliance import evaluate as evaluate_policies
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
 from tools.detectors.embedding_drift import detect_embedding_drift
+from tools.detectors.explainability import CoverageInput, detect_coverage
 from tools.detectors.fairness import FairnessInput, detect_fairness
 from tools.detectors.oob import detect_oob_writes
 from tools.errors import PermanentError, ToolError
@@ -108,6 +109,7 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
             errors.append(err("detect", pr.policy_file, f"policy {pr.policy} on {pr.object}: {pr.expression}: "
                                                         f"{pr.message}; fix the policy (the others still apply)"))
     findings += findings_of(results, pset.policies)
+    findings = _explainability(deps, views, fetch, evaluated, findings, now=now, step=step, errors=errors)
     evaluated |= {f"policy_violation|{k}" for k in acting_keys(results, pset.policies)}
 
     events = [event_from_dict(e) for e in state.get("audit_events", [])]
@@ -198,6 +200,43 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
                 if f is not None:
                     out.append(f)
     return out
+
+
+def _explainability(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], found: list[Finding], *,
+                    now: datetime, step: int, errors: list[dict[str, Any]]) -> list[Finding]:
+    """Explained against served predictions of each inference service that declares explainability
+    (``inference_explanations_total`` against ``inference_predictions_total`` over the last hour):
+    a shortfall is a ``policy_violation`` (merged into the service's compliance finding)."""
+    s = deps.settings
+    for key, w in sorted(views.workloads.items()):
+        cfg = w.responsible_ai.get("explainability") or {}
+        version = str(w.model.get("version", ""))
+        if w.kind != "MultimodalInferenceService" or not version or not cfg.get("enabled"):
+            continue
+        size = _cfg_number(cfg, "samplingSize", "responsibleAI.explainability", w.file, errors)
+        if size is None or size < 1:
+            continue
+        start = now - min(s.detection.history, timedelta(hours=6))
+        explained = _counters(fetch, f"explanations {key}", partial(
+            deps.metrics.explanation_counters, namespace=w.namespace, service=w.name, start=start, end=now, step_s=step))
+        if not explained:
+            continue
+        served = _counters(fetch, f"predictions {key}", partial(
+            deps.metrics.prediction_counters, namespace=w.namespace, service=w.name, start=start, end=now, step_s=step))
+        evaluated.add(f"policy_violation|{key}")
+        f = detect_coverage(CoverageInput(service=key, file=w.file, version=version, sampling_size=int(size),
+                                          predictions=served, explanations=explained), now=now.timestamp())
+        if f is None:
+            continue
+        same = next((x for x in found if x.kind == "policy_violation" and x.service == key), None)
+        if same is None:
+            found = [*found, f]
+        else:
+            merged = {**same.evidence, "violations": [*same.evidence.get("violations", []), *f.evidence["violations"]],
+                      "explainability": f.evidence["explainability"]}
+            found = [x.model_copy(update={"evidence": merged, "summary": x.summary + "; " + f.summary}) if x is same
+                     else x for x in found]
+    return found
 
 
 def _embedding_drift(deps: Deps, w: Workload, version: str, cfg: dict[str, Any], found: list[Finding],

@@ -102,6 +102,9 @@ class FakeMetrics(Forbidden):
     def outcome_counters(self, **kw: Any) -> Any:
         return self._answer("outcome_counters", **kw)
 
+    def explanation_counters(self, **kw: Any) -> Any:
+        return self._answer("explanation_counters", **kw)
+
 
 class FakeRepo(Forbidden):
     adapter = "repo"

@@ -58,6 +58,9 @@ class FakeMetrics:
     def outcome_counters(self, **kw: Any) -> SignalResult:
         return self._call("outcome_counters", **kw)
 
+    def explanation_counters(self, **kw: Any) -> SignalResult:
+        return self._call("explanation_counters", **kw)
+
 
 def flatten_tail(res: SignalResult, hours: float) -> SignalResult:
     """Replace the last ``hours`` of the first series by the median before them (the fix worked)."""

@@ -113,6 +113,7 @@ def write_openmetrics(path: Path, end: int) -> int:
     counter("inference_requests", {"namespace": "ml", "service": "beta", "model_version": "1", "code": "200"}, 5,
             np.ones(n, bool))
     for version, mask in (("1.0", np.ones(n, bool)), ("2.0", v2)):
+        counter("inference_explanations", {**svc, "model_version": version}, 0.1, mask)
         for cls, p in (("cat", 0.6), ("dog", 0.4)):
             counter("inference_predictions", {**svc, "model_version": version, "class": cls}, 10 * p, mask,
                     reset_at=n // 2 + 7 if version == "1.0" else None)
@@ -184,10 +185,10 @@ def test_replay_matches_prometheus(data, grid: str) -> None:
     for service in ("alpha", "beta"):
         assert_same(prom.request_rate(namespace="ml", service=service, **kw),
                     replay.request_rate(namespace="ml", service=service, **kw))
-    for method in ("prediction_counters", "outcome_counters"):
+    for method in ("prediction_counters", "outcome_counters", "explanation_counters"):
         a, b = (getattr(s, method)(namespace="ml", service="alpha", **kw) for s in (prom, replay))
         assert_same(a, b, exact=True)
-        assert len(a.series) == 4 if method == "prediction_counters" else 8
+        assert len(a.series) == {"prediction_counters": 4, "outcome_counters": 8, "explanation_counters": 2}[method]
     for kind in ("StatefulSet", "Deployment"):
         a = prom.workload_cost(namespace="ml", name="vecdb", kind=kind, **kw)
         assert_same(a, replay.workload_cost(namespace="ml", name="vecdb", kind=kind, **kw))
