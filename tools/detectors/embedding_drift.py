@@ -22,11 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tools.detectors.anomaly import default_device
+
 __all__ = ["EmbeddingDrift", "TestResult", "c2st", "detect_embedding_drift", "device", "mmd_test"]
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU when there is one, else the CPU (the anomaly model's choice)."""
+    return default_device()
 
 
 @dataclass(frozen=True)
