@@ -56,6 +56,27 @@ def previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
     return None
 
 
+def approved_model(deps: Deps, w: Workload, models: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest model version in Git history (not the current one) that ``policies/models.yaml``
+    approves for the workload's model: what a rollback to "the last approved version" goes to."""
+    name, current = str(w.model.get("name", "")), str(w.model.get("version", ""))
+    approved = {str(m.get("version")) for m in models if str(m.get("name")) == name}
+    if not approved:
+        return None
+    file, kind, doc_name, path = history_place(w, ("spec", "modelRef"))
+    try:
+        hist = deps.repo.field_history(path=file, doc_kind=kind, doc_name=doc_name, field=path)
+    except ToolError as e:
+        log.warning("git history of %s unavailable: %s", file, e)
+        return None
+    for sha, _, value in hist:
+        ref = value if isinstance(value, dict) else {}
+        v = str(ref.get("version", ""))
+        if v and v != current and v in approved:
+            return {"version": v, "path": ref.get("path"), "commit": sha}
+    return None
+
+
 def request_history(deps: Deps, w: Workload) -> list[tuple[str, datetime, dict[str, Any]]]:
     """``(commit, committed_at, resourceRequests)`` where the workload's requests are set (its
     manifest, or the overlay patch that sets them), newest first."""
@@ -73,4 +94,5 @@ def request_history(deps: Deps, w: Workload) -> list[tuple[str, datetime, dict[s
 def plan_context(deps: Deps, views: Views) -> PlanContext:
     """What a planner (and the guard's deterministic fallback) sees of this cycle."""
     return PlanContext(workloads=views.workloads, guardrails=views.guardrails, budgets=views.budgets,
-                       playbooks=deps.playbooks, previous_model=lambda w: previous_model(deps, w))
+                       playbooks=deps.playbooks, previous_model=lambda w: previous_model(deps, w),
+                       approved_model=lambda w: approved_model(deps, w, views.policies.models))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from langgraph.runtime import Runtime
 
@@ -12,7 +13,7 @@ from agents.compliance import broken_by
 from agents.deps import Deps, audit, now_of
 from agents.guard import GuardContext
 from agents.guard import check as guard_check
-from agents.history import plan_context, previous_model, request_history
+from agents.history import approved_model, plan_context, previous_model, request_history
 from agents.incidents import open_pr_of, same_fingerprint
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.planners.fallback import guard_or_fallback
@@ -45,7 +46,7 @@ def guard(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
                            prs_last_hour=recent + len(new_files),
                            has_open_pr=existing is not None or joins_new, rejected_within_cooldown=rejected,
                            scope=_scope(inc, views.budgets, workloads),
-                           rollback_versions=_rollback_versions(deps, inc, workloads),
+                           rollback_versions=_rollback_versions(deps, inc, workloads, views.policies.models),
                            request_values=_request_values(deps, inc, p, workloads),
                            policy_breaks=partial(broken_by, docs=views.docs, pset=views.policies))
         checked = guard_or_fallback(p, inc, check=partial(guard_check, incident=inc, ctx=ctx),
@@ -68,8 +69,12 @@ def _scope(inc: Incident, budgets: list[Budget], workloads: dict[str, Workload])
     return scope if inc.kind == "budget_breach" else scope | {inc.service}
 
 
-def _rollback_versions(deps: Deps, inc: Incident, workloads: dict[str, Workload]) -> set[str] | None:
+def _rollback_versions(deps: Deps, inc: Incident, workloads: dict[str, Workload],
+                       models: list[dict[str, Any]]) -> set[str] | None:
     w = workloads.get(inc.service)
+    if inc.kind == "policy_violation" and w is not None:   # only to the newest approved version in Git history
+        approved = approved_model(deps, w, models)
+        return {str(approved["version"])} if approved else set()
     if inc.kind not in ("model_drift", "fairness_violation") or w is None:
         return None
     prev = previous_model(deps, w)

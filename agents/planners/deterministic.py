@@ -22,6 +22,7 @@ class PlanContext:
     budgets: list[Budget]
     playbooks: dict[str, Playbook]
     previous_model: PreviousModel
+    approved_model: PreviousModel = lambda w: None   # the newest approved version in Git history
 
 
 def lowest_allowed(current: int, g: Guardrails) -> int:
@@ -66,14 +67,34 @@ def plan(incident: Incident, ctx: PlanContext) -> RemediationPlan:
     if kind in ("model_drift", "fairness_violation"):
         return _plan_rollback(incident, ctx)
     if kind == "policy_violation":
-        return notify(incident, "Compliance: " + "; ".join(
-            f"{v.get('policy')}: {v.get('message')} ({v.get('file') or 'file unknown'})"
-            for v in incident.evidence.get("violations", [])) + ". Fix the manifest in Git; no PR is proposed.")
+        return _plan_policy(incident, ctx)
     ev = incident.evidence
     n = ev.get("count", 1)
     return notify(incident, (f"{n} out-of-band write(s) to a Git-managed object; Git stays the source of truth "
                              "(Argo CD / Flux restore it on the next sync). No PR unless an approver asks to adopt "
                              "the change."), playbook="revert_out_of_band_change")
+
+
+def _plan_policy(incident: Incident, ctx: PlanContext) -> RemediationPlan:
+    """A model version outside the approved list goes back to the newest approved one in Git
+    history (rollback_model_version); every other violation is for a human to fix (notify-only)."""
+    violations = incident.evidence.get("violations", [])
+    listed = "; ".join(f"{v.get('policy')}: {v.get('message')} ({v.get('file') or 'file unknown'})" for v in violations)
+    w = ctx.workloads.get(incident.service)
+    if w is not None and w.kind == "MultimodalInferenceService" and any(
+            v.get("policy") == "approved-model-version" for v in violations):
+        prev = ctx.approved_model(w)
+        if prev is not None:
+            params = {"version": str(prev["version"])}
+            if prev.get("path"):
+                params["path"] = str(prev["path"])
+            others = [v for v in violations if v.get("policy") != "approved-model-version"]
+            return _make(incident, ctx, "rollback_model_version", {w.key: params},
+                         f"Model {w.model.get('version')} of {w.key} is not in the approved list (policies/models.yaml). "
+                         f"Roll back to {prev['version']}, the newest approved version in Git history (commit "
+                         f"{str(prev.get('commit', ''))[:8]})."
+                         + (f" Still for a human: {'; '.join(str(v.get('message')) for v in others)}." if others else ""))
+    return notify(incident, "Compliance: " + listed + ". Fix the manifest in Git; no PR is proposed.")
 
 
 def _make(incident: Incident, ctx: PlanContext, playbook: str, targets: dict[str, dict[str, Any]],

@@ -187,3 +187,61 @@ def test_the_posture_says_since_when_each_status_holds() -> None:
         "fail", (t0 + timedelta(hours=2)).isoformat())
     assert rows["required-labels"]["since"] == (t0 + timedelta(hours=1)).isoformat()
     assert posture_since([{"started_at": t0, "report": {}}]) == []
+
+
+def test_an_unapproved_model_version_is_rolled_back_to_the_newest_approved_one_in_git_history() -> None:
+    from agents.guard import GuardContext, check
+    from agents.planners.deterministic import PlanContext, plan
+    from agents.workloads import Guardrails, build_workloads
+    from memory.records import Incident
+    from playbooks.loader import load_playbooks
+
+    body = copy.deepcopy(MIS)
+    body["spec"]["modelRef"]["version"] = "2.1.0"
+    d = doc(body)
+    workloads = build_workloads([d])
+    pset = policy_set({**shipped_policy_files(), "policies/models.yaml": MODELS}, "policies")
+    results = evaluate(pset.policies, objects_of([d]), pset.models)
+    violation = {"policy": "approved-model-version", "message": "model captioner 2.1.0 is not in the approved list",
+                 "file": d.file}
+    assert [r.message for r in results if r.status == "fail"] == [violation["message"]]
+    inc = Incident(kind="policy_violation", service=d.key, severity="critical", fingerprint="f",
+                   evidence={"violations": [violation, {"policy": "required-labels", "message": "no owner"}]})
+    history = [("c3", "2.1.0"), ("c2", "2.0.5"), ("c1", "2.0.1")]   # newest first; only 2.0.1 is approved
+
+    def approved(w: object) -> dict[str, str] | None:
+        v = next(((sha, v) for sha, v in history[1:] if v == "2.0.1"), None)
+        return {"version": v[1], "path": f"models/captioner/v{v[1]}", "commit": v[0]} if v else None
+    ctx = PlanContext(workloads=workloads, guardrails=Guardrails(), budgets=[], playbooks=load_playbooks(),
+                      previous_model=lambda w: None, approved_model=approved)
+    p = plan(inc, ctx)
+    assert p.playbook == "rollback_model_version" and p.params["targets"][d.key]["version"] == "2.0.1"
+    assert [(e.path, e.old, e.new) for e in p.edits] == [(("spec", "modelRef", "version"), "2.1.0", "2.0.1")]
+    assert "newest approved version in Git history" in p.rationale and "Still for a human: no owner" in p.rationale
+    guard = GuardContext(guardrails=Guardrails(), playbooks=load_playbooks(), workloads=workloads,
+                         rollback_versions={"2.0.1"}, policy_breaks=lambda edits: broken_by(edits, [d], pset))
+    assert check(p, inc, guard).guard_verdict == "accepted"
+    guard.rollback_versions = {"2.0.5"}   # anything but the approved version found in history: refused
+    assert check(p, inc, guard).guard_verdict == "notify_only"
+    no_history = PlanContext(workloads=workloads, guardrails=Guardrails(), budgets=[], playbooks=load_playbooks(),
+                             previous_model=lambda w: None)
+    assert plan(inc, no_history).playbook == "notify_only"
+
+
+def test_the_newest_approved_version_is_read_from_git_history() -> None:
+    from datetime import UTC, datetime
+
+    from agents.history import approved_model
+    from agents.workloads import build_workloads
+    from tests.fakes.cycle import FakeRepo, make_deps
+
+    body = copy.deepcopy(MIS)
+    body["spec"]["modelRef"]["version"] = "2.1.0"
+    [w] = build_workloads([doc(body)]).values()
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    hist = [("c3", at, {"name": "captioner", "version": "2.1.0"}), ("c2", at, {"name": "captioner", "version": "2.0.5"}),
+            ("c1", at, {"name": "captioner", "version": "2.0.1", "path": "models/captioner/v2.0.1"})]
+    deps = make_deps(repo=FakeRepo(field_history=hist))
+    models = [{"name": "captioner", "version": "2.0.1"}, {"name": "other", "version": "2.0.5"}]
+    assert approved_model(deps, w, models) == {"version": "2.0.1", "path": "models/captioner/v2.0.1", "commit": "c1"}
+    assert approved_model(deps, w, [{"name": "other", "version": "2.0.5"}]) is None
