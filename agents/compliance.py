@@ -7,6 +7,7 @@ check the guard makes on a remediation's edits. The CEL evaluation itself is
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from agents.workloads import put
 from memory.records import FieldEdit, Finding
 from tools.detectors.compliance import CompiledPolicy, ObjectRef, PolicyResult, compile_policies, evaluate
 from tools.results import FileProblem, ManifestDoc
@@ -30,8 +32,9 @@ class PolicySet:
     problems: list[FileProblem]
 
 
+@functools.cache
 def shipped_policy_files() -> dict[str, str]:
-    """The shipped default policies (config/policies/*.yaml), path -> text."""
+    """The shipped default policies (config/policies/*.yaml), path -> text (read once a process)."""
     return {f"config/policies/{p.name}": p.read_text(encoding="utf-8") for p in sorted(DEFAULTS_DIR.glob("*.yaml"))}
 
 
@@ -125,22 +128,6 @@ def acting_keys(results: Sequence[PolicyResult], policies: Sequence[CompiledPoli
     return {r.key for r in results if r.policy in acting and r.status in ("pass", "fail")}
 
 
-def _set(body: Any, path: Sequence[str | int], value: Any) -> None:
-    node = body
-    for k in path[:-1]:
-        if isinstance(node, dict):
-            node = node.get(k)
-        elif isinstance(node, list) and isinstance(k, int) and 0 <= k < len(node):
-            node = node[k]
-        else:
-            return
-    last = path[-1]
-    if isinstance(node, dict):
-        node[last] = value
-    elif isinstance(node, list) and isinstance(last, int) and 0 <= last < len(node):
-        node[last] = value
-
-
 def broken_by(edits: Sequence[FieldEdit], docs: Sequence[ManifestDoc], pset: PolicySet) -> list[str]:
     """The policies that pass on a touched object now and would fail once ``edits`` are made (each as
     "policy on object: message"). Edits are applied to the objects as deployed."""
@@ -155,7 +142,7 @@ def broken_by(edits: Sequence[FieldEdit], docs: Sequence[ManifestDoc], pset: Pol
         body = copy.deepcopy(d.body)
         for e in edits:
             if (e.file, e.doc_kind, e.doc_name) == (d.file, d.kind, d.doc_name):
-                _set(body, list(e.path), e.new)
+                put(body, list(e.path), e.new)
         changed.append(ManifestDoc(file=d.file, index=d.index, kind=d.kind, api_version=d.api_version, name=d.name,
                                    namespace=d.namespace, labels=d.labels, body=body, source_name=d.source_name))
     out = []

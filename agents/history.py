@@ -34,15 +34,23 @@ def history_place(w: Workload, field: tuple[str, ...]) -> tuple[str, str, str, t
     return w.file, w.kind, w.doc.doc_name, field
 
 
+def field_history(deps: Deps, w: Workload, field: tuple[str, ...]) -> list[tuple[str, datetime, object]] | None:
+    """``(commit, committed_at, value)`` of the workload's mapping ``field`` where it is set
+    (``history_place``), newest first; None when the history cannot be read (logged)."""
+    file, kind, name, path = history_place(w, field)
+    try:
+        return deps.repo.field_history(path=file, doc_kind=kind, doc_name=name, field=path)
+    except ToolError as e:
+        log.warning("git history of %s unavailable: %s", file, e)
+        return None
+
+
 def previous_model(deps: Deps, w: Workload) -> dict[str, Any] | None:
     """The model version before the current one in Git history, with its artifact path and the
     time the current version was committed."""
     current = str(w.model.get("version", ""))
-    file, kind, name, path = history_place(w, ("spec", "modelRef"))
-    try:
-        hist = deps.repo.field_history(path=file, doc_kind=kind, doc_name=name, field=path)
-    except ToolError as e:
-        log.warning("git history of %s unavailable: %s", file, e)
+    hist = field_history(deps, w, ("spec", "modelRef"))
+    if hist is None:
         return None
     set_at = None
     for sha, at, value in hist:
@@ -61,15 +69,8 @@ def approved_model(deps: Deps, w: Workload, models: list[dict[str, Any]]) -> dic
     approves for the workload's model: what a rollback to "the last approved version" goes to."""
     name, current = str(w.model.get("name", "")), str(w.model.get("version", ""))
     approved = {str(m.get("version")) for m in models if str(m.get("name")) == name}
-    if not approved:
-        return None
-    file, kind, doc_name, path = history_place(w, ("spec", "modelRef"))
-    try:
-        hist = deps.repo.field_history(path=file, doc_kind=kind, doc_name=doc_name, field=path)
-    except ToolError as e:
-        log.warning("git history of %s unavailable: %s", file, e)
-        return None
-    for sha, _, value in hist:
+    hist = field_history(deps, w, ("spec", "modelRef")) if approved else None
+    for sha, _, value in hist or []:
         ref = value if isinstance(value, dict) else {}
         v = str(ref.get("version", ""))
         if v and v != current and v in approved:
@@ -80,15 +81,8 @@ def approved_model(deps: Deps, w: Workload, models: list[dict[str, Any]]) -> dic
 def request_history(deps: Deps, w: Workload) -> list[tuple[str, datetime, dict[str, Any]]]:
     """``(commit, committed_at, resourceRequests)`` where the workload's requests are set (its
     manifest, or the overlay patch that sets them), newest first."""
-    if w.kind != "MultimodalInferenceService":
-        return []
-    file, kind, name, path = history_place(w, REQUESTS_PATH)
-    try:
-        hist = deps.repo.field_history(path=file, doc_kind=kind, doc_name=name, field=path)
-    except ToolError as e:
-        log.warning("git history of %s unavailable: %s", file, e)
-        return []
-    return [(sha, at, v if isinstance(v, dict) else {}) for sha, at, v in hist]
+    hist = field_history(deps, w, REQUESTS_PATH) if w.kind == "MultimodalInferenceService" else None
+    return [(sha, at, v if isinstance(v, dict) else {}) for sha, at, v in hist or []]
 
 
 def plan_context(deps: Deps, views: Views) -> PlanContext:

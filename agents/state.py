@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
 from agents.compliance import PolicySet, policy_set
-from agents.workloads import Budget, Guardrails, Workload, build_workloads, load_budgets, load_guardrails
+from agents.workloads import Budget, Guardrails, Workload, build_workloads, load_budgets, load_guardrails, put
 from memory.records import new_id
 from tools.results import AuditEvent, FileProblem, ManifestDoc
 
@@ -84,7 +84,7 @@ def effective_docs(snapshot: dict[str, Any]) -> list[ManifestDoc]:
             for key, value in legacy.items():
                 file, kind, name, path = key.split("|", 3)
                 if (file, kind, name) == (base.file, base.kind, base.name):
-                    _set_in(base.body, json.loads(path) if path.startswith("[") else path.split("."), value)
+                    put(base.body, json.loads(path) if path.startswith("[") else path.split("."), value)
             docs.append(base)
             continue
         for ident in idents:
@@ -93,25 +93,12 @@ def effective_docs(snapshot: dict[str, Any]) -> list[ManifestDoc]:
                         source_name=base.name if ident["name"] != base.name else "",
                         deployed_paths=tuple(ident.get("paths") or ()), set_in=dict(ident.get("set_in") or {}))
             for path, value in (ident.get("effective") or {}).items():
-                _set_in(d.body, json.loads(path), value)
+                put(d.body, json.loads(path), value)
             docs.append(d)
     # objects of Helm releases of charts in the repository: edits go to their values files
     docs += [ManifestDoc(**{**m, "deployed_paths": tuple(m.get("deployed_paths") or ())})
              for m in snapshot.get("helm") or []]
     return docs
-
-
-def _set_in(node: Any, keys: list[Any], value: Any) -> None:
-    """Set ``value`` at ``keys`` (mapping keys and list indexes) in ``node``; missing mappings are made."""
-    for k in keys[:-1]:
-        if isinstance(node, dict):
-            node = node.setdefault(k, {})
-        elif isinstance(node, list) and isinstance(k, int) and 0 <= k < len(node):
-            node = node[k]
-        else:
-            return
-    if isinstance(node, dict) or (isinstance(node, list) and isinstance(keys[-1], int) and 0 <= keys[-1] < len(node)):
-        node[keys[-1]] = value
 
 
 @dataclass(frozen=True)

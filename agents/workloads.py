@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,23 @@ def dig(d: Any, *path: str | int) -> Any:
         else:
             return None
     return d
+
+
+def put(node: Any, path: Sequence[str | int], value: Any) -> None:
+    """Set ``value`` at ``path`` (mapping keys and list indexes) in ``node``, making missing mappings;
+    a path through a missing list item or a scalar changes nothing."""
+    for k in path[:-1]:
+        if isinstance(node, dict):
+            node = node.setdefault(k, {})
+        elif isinstance(node, list) and isinstance(k, int) and 0 <= k < len(node):
+            node = node[k]
+        else:
+            return
+    last = path[-1]
+    if isinstance(node, dict):
+        node[last] = value
+    elif isinstance(node, list) and isinstance(last, int) and 0 <= last < len(node):
+        node[last] = value
 
 
 class _G(BaseModel):

@@ -37,6 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.nodes.observe import effective_fields  # noqa: E402
+from agents.workloads import dig  # noqa: E402
 from memory.records import FieldEdit  # noqa: E402
 from tools import kustomize  # noqa: E402
 from tools.kustomize.patches import join_image, split_image  # noqa: E402
@@ -88,17 +89,6 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
         (root / path).write_text(text)
 
 
-def _dig(d: Any, path: tuple[str | int, ...]) -> Any:
-    for k in path:
-        if isinstance(d, dict) and k in d:
-            d = d[k]
-        elif isinstance(d, list) and isinstance(k, int) and 0 <= k < len(d):
-            d = d[k]
-        else:
-            return None
-    return d
-
-
 def _dig_by_name(rendered: Any, base: Any, path: tuple[str | int, ...]) -> Any:
     """``path`` (written against the base object) in the rendered object, list items merged by name
     (``containers``) found by their name: a strategic-merge patch may reorder them."""
@@ -109,7 +99,7 @@ def _dig_by_name(rendered: Any, base: Any, path: tuple[str | int, ...]) -> Any:
             node = next((x for x in node if isinstance(x, dict) and x.get("name") == ref[k]["name"]), None)
             ref = ref[k]
             continue
-        node, ref = _dig(node, (k,)), _dig(ref, (k,))
+        node, ref = dig(node, k), dig(ref, k)
     return node
 
 
@@ -179,7 +169,7 @@ def check_folder(files: dict[str, str], folder: str, work: Path, tally: Tally, *
         m, doc = ours[key], theirs[key]
         tally.objects += 1
         for path in effective_fields(m):
-            if _dig(m.body, path) is None:
+            if dig(m.body, *path) is None:
                 continue
             want = _dig_by_name(doc, m.body, path)
             loc = kustomize.effective_value(tree, file=m.file, doc_kind=m.kind, doc_name=m.name, path=path,
@@ -196,7 +186,7 @@ def check_folder(files: dict[str, str], folder: str, work: Path, tally: Tally, *
     if edit_limit is not None and len(candidates) > edit_limit:
         candidates = rng.sample(candidates, edit_limit)
     for m, path, _, key in candidates:
-        old = _dig(m.body, path)
+        old = dig(m.body, *path)
         now = _dig_by_name(theirs[key], m.body, path)
         target = new_value(now, path)
         rel = kustomize.relocate(tree, [FieldEdit(file=m.file, doc_kind=m.kind, doc_name=m.name, path=path,

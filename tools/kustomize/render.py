@@ -12,6 +12,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tools.kustomize.deployers import Deployer, deployers
 from tools.kustomize.patches import State, advance, transformer_options
@@ -111,6 +112,18 @@ def _kustomization_folders(tree: Tree) -> list[str]:
     return sorted({posixpath.dirname(f) for f in tree.files if posixpath.basename(f) in KUSTOMIZATION_FILES})
 
 
+def _patch_refs(body: Mapping[str, Any], folder: str) -> list[tuple[str, str]]:
+    """``(key, repo path)`` of every patch file a kustomization names (inline patches are not files)."""
+    out = []
+    for key in ("patchesStrategicMerge", "patches", "patchesJson6902"):
+        for e in entries(body, key):
+            ref = canonical(e, ("path",))[0].get("path") if isinstance(e, dict) else (
+                e if isinstance(e, str) and "\n" not in e and ":" not in e else None)
+            if isinstance(ref, str):
+                out.append((key, join_path(folder, ref)))
+    return out
+
+
 def _patch_files(tree: Tree) -> set[str]:
     out: set[str] = set()
     for folder in _kustomization_folders(tree):
@@ -119,14 +132,7 @@ def _patch_files(tree: Tree) -> set[str]:
             body = level_of(tree, kfile, kfile).body if kfile else {}
         except Unsupported:
             continue
-        for e in entries(body, "patchesStrategicMerge"):
-            if isinstance(e, str) and join_path(folder, e) in tree.files:
-                out.add(join_path(folder, e))
-        for key in ("patches", "patchesJson6902"):
-            for e in entries(body, key):
-                p = canonical(e, ("path",))[0].get("path") if isinstance(e, dict) else None
-                if isinstance(p, str):
-                    out.add(join_path(folder, p))
+        out |= {path for _, path in _patch_refs(body, folder)}
     return out
 
 
@@ -166,12 +172,8 @@ def _check(tree: Tree) -> list[tuple[str, str]]:
                                             "in the repository; kustomize fails on it"))
                     continue
                 includes[folder].append(p)
-        for key in ("patchesStrategicMerge", "patches", "patchesJson6902"):
-            for e in entries(body, key):
-                ref = canonical(e, ("path",))[0].get("path") if isinstance(e, dict) else (
-                    e if isinstance(e, str) and "\n" not in e and ":" not in e else None)
-                if isinstance(ref, str) and join_path(folder, ref) not in tree.files:
-                    problems.append((kfile, f"{key}: patch file {join_path(folder, ref)} is not in the repository"))
+        problems += [(kfile, f"{key}: patch file {path} is not in the repository")
+                     for key, path in _patch_refs(body, folder) if path not in tree.files]
     problems += _cycles(includes)
     return problems
 
