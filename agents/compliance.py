@@ -115,9 +115,10 @@ def findings_of(results: Sequence[PolicyResult], policies: Sequence[CompiledPoli
             kind="policy_violation", service=key, severity=severity,  # type: ignore[arg-type]
             summary=f"{key} fails {len(rs)} compliance polic{'y' if len(rs) == 1 else 'ies'}: "
                     + "; ".join(f"{r.policy}: {r.message}" for r in rs),
-            evidence={"violations": [{"policy": r.policy, "object": r.object, "file": r.file, "expression": r.expression,
+            evidence={"failing_policies": len(rs), "violations": [{"policy": r.policy, "object": r.object, "file": r.file, "expression": r.expression,
                                       "message": r.message, "reason": r.reason, "severity": r.severity,
-                                      "policy_file": r.policy_file} for r in rs]},
+                                      "policy_file": r.policy_file,
+                                      **({"fixes": [dict(f) for f in r.fixes]} if r.fixes else {})} for r in rs]},
             detector="compliance", file=rs[0].file or None))
     return out
 

@@ -89,9 +89,8 @@ def check(plan: RemediationPlan, incident: Incident, ctx: GuardContext) -> Remed
         reasons.append(f"edits files outside the target workloads: {sorted(files - allowed_files)}")
     if len(files) > g.limits.max_files_per_pr:
         reasons.append(f"touches {len(files)} files (guardrails.limits.max_files_per_pr = {g.limits.max_files_per_pr})")
-    allowed_paths = {(s.kind, s.path_tuple) for s in pb.edits}
     for e in plan.edits:
-        if (e.doc_kind, tuple(str(p) for p in e.path)) not in allowed_paths:
+        if not any(s.allows(e.doc_kind, tuple(str(p) for p in e.path), e.old) for s in pb.edits):
             reasons.append(f"edit {e.file} {e.doc_kind} {'.'.join(map(str, e.path))} is not one playbook {pb.name} makes")
         if pb.name == "rightsize_requests":
             reasons += _request_rule(e.new, e.old, str(e.path[-1]), f"{e.file} {'.'.join(map(str, e.path))}", ctx)

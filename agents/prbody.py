@@ -17,7 +17,8 @@ FENCE = "```"
 def pr_title(plan: RemediationPlan, incidents: list[Incident]) -> str:
     head = incidents[0]
     changes = ", ".join(
-        f"{'.'.join(map(str, e.path[-1:]))} {e.old} -> {e.new}" for e in plan.edits[:3]
+        f"{'.'.join(map(str, e.path[-1:]))} {e.old} -> {e.new}" if e.old is not None
+        else f"{'.'.join(map(str, e.path[-1:]))}={e.new} added" for e in plan.edits[:3]
     )
     return f"remediator: {plan.playbook.replace('_', ' ')} for {head.service} ({changes})"[:200]
 
@@ -70,7 +71,9 @@ def pr_body(plan: RemediationPlan, incidents: list[Incident], playbook: Playbook
               "</details>", _chart(ev), "## What this PR changes", ""]
     for e in plan.edits:
         lines.append(f"- {code_span(e.file)} {md_text(f'{e.doc_kind}/{e.doc_name}')} "
-                     f"{code_span('.'.join(map(str, e.path)))}: {code_span(str(e.old))} -> {code_span(str(e.new))}")
+                     f"{code_span('.'.join(map(str, e.path)))}: "
+                     + (f"{code_span(str(e.old))} -> {code_span(str(e.new))}" if e.old is not None
+                        else f"added, {code_span(str(e.new))}"))
     for x in plans or [plan]:
         lines += ["", f"**Playbook:** `{x.playbook}` (planner: {x.planner})", "", f"**Why:** {md_text(x.rationale)}"]
     lines.append("")

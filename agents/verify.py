@@ -8,7 +8,7 @@ incident's own signal worse than at approval → a revert PR that references the
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,14 +40,28 @@ def remember_reference(store: Store, inc: Incident, at: datetime, checks: Sequen
     store.set_kv(REF_KEY.format(inc.id), json.dumps({"value": signal_value(inc, checks), "at": at.isoformat()}))
 
 
-def failing_checks(inc: Incident, checks: Sequence[Check], seen: set[str]) -> list[Check]:
+def failing_checks(inc: Incident, checks: Sequence[Check], seen: Mapping[str, Mapping[str, Any]]) -> list[Check]:
     """The checks whose signal was still found this cycle on the remediated workload (and, for
-    drift and fairness, the model version the incident was about)."""
-    return [c for c in checks if fingerprint(c.kind, inc.service, inc.model_version) in seen]
+    drift and fairness, the model version the incident was about). ``seen``: fingerprint -> the
+    evidence of this cycle's finding. A policy check fails only while a violation the remediation
+    answered (one with a fix, same policy and reason) is still found: other policies the workload
+    fails are for a human and do not count against the change."""
+    out = []
+    for c in checks:
+        fp = fingerprint(c.kind, inc.service, inc.model_version)
+        if fp not in seen:
+            continue
+        if c.signal == "policy":
+            fixed = {(v.get("policy"), v.get("reason")) for v in inc.evidence.get("violations", []) if v.get("fixes")}
+            now = {(v.get("policy"), v.get("reason")) for v in seen[fp].get("violations", [])}
+            if not fixed & now:
+                continue
+        out.append(c)
+    return out
 
 
 def check(store: Store, inc: Incident, pr: PullRequest, checks: Sequence[Check], *, now: datetime,
-          grace: timedelta, seen: set[str], default_cycles: int, worse_factor: float) -> tuple[str, dict[str, Any]]:
+          grace: timedelta, seen: Mapping[str, Mapping[str, Any]], default_cycles: int, worse_factor: float) -> tuple[str, dict[str, Any]]:
     """One verification step for an approved incident whose PR merged, by the checks of the
     playbook that made the change. Returns (verdict, detail): ``waiting`` (inside the reconcile
     grace), ``passing`` (every check holds), ``failing`` (a check still fails, not yet conclusive),

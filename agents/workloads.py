@@ -15,7 +15,7 @@ from tools.results import FileProblem, ManifestDoc
 
 WORKLOAD_KINDS = ("MultimodalInferenceService", "Deployment", "StatefulSet", "Rollout")
 PLAYBOOKS_DEFAULT = ["cap_max_replicas", "scale_down_noncritical", "rightsize_requests",
-                     "rollback_model_version", "revert_out_of_band_change", "notify_only"]
+                     "rollback_model_version", "add_required_label", "revert_out_of_band_change", "notify_only"]
 
 
 def dig(d: Any, *path: str | int) -> Any:

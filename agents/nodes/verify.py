@@ -23,7 +23,7 @@ def verify(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     deps = runtime.context
     now = now_of(state)
     v = deps.settings.verify
-    seen = {Finding.model_validate(f).fingerprint for f in state.get("findings", [])}
+    seen = {f.fingerprint: f.evidence for f in (Finding.model_validate(x) for x in state.get("findings", []))}
     errors: list[dict[str, Any]] = []
     pr_ids: list[str] = []
     for inc in deps.store.list_incidents(statuses=["approved"]):

@@ -43,6 +43,13 @@ def render_edits(pb: Playbook, w: Workload, params: dict[str, Any]) -> list[Fiel
                 continue
             if d.kind == "HorizontalPodAutoscaler" and w.bounds_doc is not d:
                 continue
+            if spec.each_key:   # one new field per key, where it is absent
+                present = dig(d.body, *spec.path_tuple)
+                if isinstance(present, dict) and isinstance(value, dict):
+                    edits += [FieldEdit(file=d.file, doc_kind=d.kind, doc_name=d.doc_name, path=(*spec.path_tuple, k),
+                                        old=None, new=v, deployed=d.deployed_paths)
+                              for k, v in value.items() if k not in present]
+                continue
             old = dig(d.body, *spec.path_tuple)
             if old is None and spec.only_if_present:
                 continue
@@ -94,6 +101,18 @@ def _plan_policy(incident: Incident, ctx: PlanContext) -> RemediationPlan:
                          f"Roll back to {prev['version']}, the newest approved version in Git history (commit "
                          f"{str(prev.get('commit', ''))[:8]})."
                          + (f" Still for a human: {'; '.join(str(v.get('message')) for v in others)}." if others else ""))
+    fixes = {str(f["label"]): str(f["value"]) for v in violations for f in (v.get("fixes") or [])
+             if isinstance(f, dict) and f.get("label") and f.get("value")}
+    if w is not None and fixes and w.doc is not None:
+        others = [v for v in violations if not v.get("fixes")]
+        if not isinstance(dig(w.doc.body, "metadata", "labels"), dict):
+            return notify(incident, "Compliance: " + listed + f". {w.doc.file} has no metadata.labels mapping to add "
+                          "the required labels to; add them in Git (no PR is proposed).")
+        return _make(incident, ctx, "add_required_label", {w.key: {"labels": fixes}},
+                     f"{w.key} lacks the label(s) a compliance policy requires: "
+                     + ", ".join(f"{k}={v}" for k, v in sorted(fixes.items()))
+                     + " (values from the policy's parameters). Add them in Git."
+                     + (f" Still for a human: {'; '.join(str(v.get('message')) for v in others)}." if others else ""))
     return notify(incident, "Compliance: " + listed + ". Fix the manifest in Git; no PR is proposed.")
 
 

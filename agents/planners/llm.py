@@ -224,6 +224,7 @@ class LLMPlanner:
             "- protected workloads are never changed (notify only); budget actions never touch critical workloads",
             f"- at most {g.limits.max_files_per_pr} files per PR; targets must be workloads in scope",
             "- rollback_model_version goes back to the previous version in Git history (given above), nothing else",
+            "- add_required_label adds only the labels and values the policy gives (evidence.violations[].fixes)",
             "- rightsize_requests only sets a request raised in Git back to its value before the raise "
             "(evidence.request_change), nothing else",
             "",
@@ -299,6 +300,8 @@ class LLMPlanner:
             targets = self._check_rollback(targets, ctx)
         if name == "rightsize_requests":
             targets = self._check_rightsize(incident, targets)
+        if name == "add_required_label":
+            targets = self._check_labels(incident, targets)
         edits: list[FieldEdit] = []
         for key, params in targets.items():
             edits += render_edits(pb, ctx.workloads[key], params)
@@ -322,6 +325,17 @@ class LLMPlanner:
                 raise _Fallback("scope", f"rollback of {key}: artifact path is not the one of version {want} in Git")
             out[key] = {**params, **({"path": str(prev["path"])} if prev.get("path") else {})}
         return out
+
+    @staticmethod
+    def _check_labels(incident: Incident, targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Only the incident's workload, only the labels and values the policy gives (its evidence)."""
+        fixes = {str(f["label"]): str(f["value"]) for v in incident.evidence.get("violations", [])
+                 for f in (v.get("fixes") or []) if isinstance(f, dict) and f.get("label") and f.get("value")}
+        if not fixes:
+            raise _Fallback("scope", "add_required_label proposed, but no policy gives a label's value")
+        if set(targets) != {incident.service}:
+            raise _Fallback("scope", f"add_required_label may only label {incident.service}")
+        return {incident.service: {"labels": fixes}}
 
     @staticmethod
     def _check_rightsize(incident: Incident, targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Compliance and embedding drift through the real CLI on a real Git remote (the demo's data): a
 repository that opts a policy in gets a policy_violation incident naming the policy and the
 expression; a service whose input embeddings shifted gets a model_drift finding naming the
-modality; the report carries the posture and `remediator compliance` shows it."""
+modality; the missing label the policy gives a value for is added by a one-line PR; the report
+carries the posture and `remediator compliance` shows it."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ spec:
   severity: warning
   validationActions: [Warn]
   matchConstraints: {kinds: [MultimodalInferenceService]}
+  params: {values: {ml-serving: cc-1042}}
   validations:
     - expression: "has(object.metadata.labels) && 'cost-center' in object.metadata.labels"
       message: no cost-center label
       reason: NoCostCenter
+      fix:
+        label: {keyExpression: "'cost-center'", valueExpression: "params.values[object.metadata.namespace]"}
 """
 
 
@@ -63,7 +67,11 @@ def test_an_opted_in_policy_and_an_embedding_shift_are_found_and_shown(tmp_path:
         "      threshold: 0.1\n",
         f"      threshold: 0.1\n      embeddings:\n        uri: {emb}\n        modalities: [image, text]\n", 1)
     assert "embeddings:" in text
-    push(work, {"policies/compliance/labels.yaml": POLICY, path: text}, "opt in a policy; test embeddings")
+    guardrails = (work / "policies/guardrails.yaml").read_text().replace(
+        "    - rollback_model_version\n", "    - rollback_model_version\n    - add_required_label\n", 1)
+    assert "add_required_label" in guardrails
+    push(work, {"policies/compliance/labels.yaml": POLICY, path: text, "policies/guardrails.yaml": guardrails},
+         "opt in a policy and its label fix; test embeddings")
 
     proc = remediator("run-once", "--config", str(cfg), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,6 +89,21 @@ def test_an_opted_in_policy_and_an_embedding_shift_are_found_and_shown(tmp_path:
     posture = {(c["service"], c["policy"]): c["status"] for c in report["compliance"]}
     assert posture[("ml-serving/image-captioner", "required-labels")] == "fail"
     assert posture[("ml-serving/image-captioner", "explainability-enabled")] == "pass"
+
+    # vision-language-model fails only this policy: a PR of its own; image-captioner's label joins
+    # the PR of its cost incident (one PR per workload), and still only adds the one line
+    [pr] = [p for p in report["pull_requests"] if p["branch"].startswith("remediator/policy-violation/")]
+    assert "vision-language-model" in pr["branch"] and pr["title"].endswith("(cost-center=cc-1042 added)")
+    vlm = "apps/ml-serving/vision-language-model.yaml"
+    diff = subprocess.run(["git", "-C", str(remote), "diff", "main", pr["branch"], "--", vlm], check=True,
+                          capture_output=True, text=True).stdout
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert changed == ["+    cost-center: cc-1042"], diff
+    [cost_pr] = [p for p in report["pull_requests"] if p["branch"].startswith("remediator/cost-anomaly/")]
+    diff = subprocess.run(["git", "-C", str(remote), "diff", "main", cost_pr["branch"], "--", path], check=True,
+                          capture_output=True, text=True).stdout
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert "+    cost-center: cc-1042" in changed and len(changed) == 3, diff   # + maxReplicas (- and +)
 
     shown = remediator("compliance", "--config", str(cfg), "--failing", timeout=60)
     assert shown.returncode == 0 and "required-labels" in shown.stdout and "no cost-center label" in shown.stdout

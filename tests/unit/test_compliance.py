@@ -245,3 +245,119 @@ def test_the_newest_approved_version_is_read_from_git_history() -> None:
     models = [{"name": "captioner", "version": "2.0.1"}, {"name": "other", "version": "2.0.5"}]
     assert approved_model(deps, w, models) == {"version": "2.0.1", "path": "models/captioner/v2.0.1", "commit": "c1"}
     assert approved_model(deps, w, [{"name": "other", "version": "2.0.5"}]) is None
+
+
+LABELS_OPT_IN = """apiVersion: remediator.apexlogic.com/v1alpha1
+kind: CompliancePolicy
+metadata: {name: required-labels}
+spec:
+  validationActions: [Warn]
+  matchConstraints: {kinds: [MultimodalInferenceService, Deployment]}
+  params: {owner: [team, owner], costCenter: cost-center,
+           values: {cost-center: {"*": cc-1000, ml-serving: cc-1042}, team: {web: web-platform}}}
+  validations:
+"""
+
+
+def _labels_policy() -> str:
+    """The shipped required-labels validations (with their fixes) under a repository's parameters."""
+    shipped = next(d for t in shipped_policy_files().values() for d in yaml.safe_load_all(t)
+                   if d["metadata"]["name"] == "required-labels")
+    return LABELS_OPT_IN + "".join("    " + line + "\n" for line in
+                                   yaml.safe_dump(shipped["spec"]["validations"], sort_keys=False).splitlines())
+
+
+@pytest.mark.parametrize(("namespace", "labels", "fixes"), [
+    ("ml-serving", {"team": "vision"}, [{"label": "cost-center", "value": "cc-1042"}]),   # by namespace
+    ("search", {"owner": "search"}, [{"label": "cost-center", "value": "cc-1000"}]),       # "*": any namespace
+    ("web", {"app": "x"}, [{"label": "team", "value": "web-platform"}, {"label": "cost-center", "value": "cc-1000"}]),
+    ("search", {"app": "x"}, [{"label": "cost-center", "value": "cc-1000"}]),             # no team value: a human
+])
+def test_a_missing_required_label_carries_the_value_the_policy_gives(
+        namespace: str, labels: dict[str, str], fixes: list[dict[str, str]]) -> None:
+    body = copy.deepcopy(MIS)
+    body["metadata"].update(namespace=namespace, labels=labels)
+    pset = policy_set({**shipped_policy_files(), "policies/compliance/labels.yaml": _labels_policy()}, "policies")
+    assert pset.problems == []
+    [f] = findings_of(evaluate(pset.policies, objects_of([doc(body)]), pset.models), pset.policies)
+    [v] = [v for v in f.evidence["violations"] if v["policy"] == "required-labels"]
+    assert v["fixes"] == fixes
+
+
+def test_without_a_value_in_the_parameters_a_missing_label_has_no_fix() -> None:
+    body = copy.deepcopy(MIS)
+    body["metadata"]["labels"] = {"team": "vision"}
+    pset = policy_set(shipped_policy_files(), "policies")
+    [r] = [r for r in evaluate(pset.policies, objects_of([doc(body)]), pset.models) if r.policy == "required-labels"]
+    assert r.status == "fail" and r.fixes == ()
+
+
+def _label_plan(body: dict[str, Any], violations: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
+    from agents.guard import GuardContext
+    from agents.planners.deterministic import PlanContext, plan
+    from agents.workloads import Guardrails, build_workloads
+    from memory.records import Incident
+    from playbooks.loader import load_playbooks
+
+    d = doc(body)
+    workloads = build_workloads([d])
+    inc = Incident(kind="policy_violation", service=d.key, severity="info", fingerprint="f",
+                   evidence={"violations": violations})
+    ctx = PlanContext(workloads=workloads, guardrails=Guardrails(), budgets=[], playbooks=load_playbooks(),
+                      previous_model=lambda w: None)
+    pset = policy_set(shipped_policy_files(), "policies")
+    guard = GuardContext(guardrails=Guardrails(), playbooks=load_playbooks(), workloads=workloads,
+                         policy_breaks=lambda edits: broken_by(edits, [d], pset))
+    return plan(inc, ctx), inc, guard
+
+
+def test_a_missing_required_label_gets_a_pr_that_adds_it_and_the_guard_accepts_only_that() -> None:
+    from agents.guard import check
+
+    body = copy.deepcopy(MIS)
+    body["metadata"]["labels"] = {"team": "vision"}
+    violation = {"policy": "required-labels", "message": "no cost-center label", "file": "apps/captioner.yaml",
+                 "fixes": [{"label": "cost-center", "value": "cc-1042"}]}
+    p, inc, guard = _label_plan(body, [violation, {"policy": "monitoring-enabled", "message": "monitoring is off"}])
+    assert p.playbook == "add_required_label"
+    assert [(e.path, e.old, e.new) for e in p.edits] == [(("metadata", "labels", "cost-center"), None, "cc-1042")]
+    assert "cost-center=cc-1042" in p.rationale and "Still for a human: monitoring is off" in p.rationale
+    assert check(p, inc, guard).guard_verdict == "accepted"
+    # an edit that overwrites a label, or writes anywhere else, is not one this playbook makes
+    for bad in (p.edits[0].model_copy(update={"old": "cc-7"}),
+                p.edits[0].model_copy(update={"path": ("metadata", "annotations", "cost-center")})):
+        verdict = check(p.model_copy(update={"edits": (bad,)}), inc, guard)
+        assert verdict.guard_verdict == "rejected" or verdict.guard_verdict == "notify_only"
+        assert any("is not one playbook add_required_label makes" in r for r in verdict.guard_reasons)
+    # a value that is not a Kubernetes label value is refused
+    bad_value = p.model_copy(update={"params": {"targets": {inc.service: {"labels": {"cost-center": "cc 1042!"}}}}})
+    assert any("not a Kubernetes label value" in r for r in check(bad_value, inc, guard).guard_reasons)
+
+
+def test_a_label_fix_is_notify_only_where_it_cannot_be_placed() -> None:
+    violation = {"policy": "required-labels", "message": "no cost-center label",
+                 "fixes": [{"label": "cost-center", "value": "cc-1042"}]}
+    body = copy.deepcopy(MIS)
+    del body["metadata"]["labels"]
+    p, _, _ = _label_plan(body, [violation])
+    assert p.playbook == "notify_only" and "no metadata.labels mapping" in p.rationale
+    no_fix = {k: v for k, v in violation.items() if k != "fixes"}
+    p, _, _ = _label_plan(copy.deepcopy(MIS), [no_fix])
+    assert p.playbook == "notify_only"
+
+
+def test_a_label_fix_is_verified_by_the_violations_it_answered_only() -> None:
+    from agents.verify import failing_checks
+    from memory.records import Incident, fingerprint
+    from playbooks.loader import load_playbooks
+
+    checks = load_playbooks()["add_required_label"].checks
+    fixed = {"policy": "required-labels", "reason": "NoCostCenter", "fixes": [{"label": "cost-center", "value": "c"}]}
+    inc = Incident(kind="policy_violation", service="ml-serving/captioner", severity="info", fingerprint="f",
+                   evidence={"violations": [fixed, {"policy": "monitoring-enabled", "reason": "MonitoringDisabled"}]})
+    fp = fingerprint("policy_violation", inc.service, None)
+    still = {fp: {"violations": [{"policy": "required-labels", "reason": "NoCostCenter"}]}}
+    others_only = {fp: {"violations": [{"policy": "monitoring-enabled", "reason": "MonitoringDisabled"}]}}
+    assert [c.signal for c in failing_checks(inc, checks, still)] == ["policy"]
+    assert failing_checks(inc, checks, others_only) == []   # what a human must fix does not count against the PR
+    assert failing_checks(inc, checks, {}) == []

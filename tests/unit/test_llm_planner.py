@@ -395,3 +395,20 @@ def test_rightsize_only_back_to_the_value_before_the_raise(server: ScriptedOpenA
     p2 = LLMPlanner(chat(server, "rs2", [bad])).plan(inc, pc)
     assert p2.planner == "deterministic" and "not its value before the raise" in p2.planner_reason
     assert p2.playbook == "rightsize_requests"   # the deterministic plan: gpu back to 1
+
+
+def test_a_label_fix_takes_its_labels_from_the_policy_not_the_model(server: ScriptedOpenAIServer) -> None:
+    pc, gc = ctx_for(mis("a", labels={"team": "vision"}), mis("b"))
+    fixes = [{"label": "cost-center", "value": "cc-1042"}]
+    inc = incident("policy_violation", "ml/a", failing_policies=1,
+                   violations=[{"policy": "required-labels", "reason": "NoCostCenter", "message": "no cost-center label",
+                                "fixes": fixes}])
+    ok = answer("add_required_label", [{"workload": "ml/a"}], rationale="required-labels: no cost-center label")
+    p = LLMPlanner(chat(server, "lbl", [ok])).plan(inc, pc)
+    assert p.planner == "llm" and [(e.path, e.old, e.new) for e in p.edits] == [
+        (("metadata", "labels", "cost-center"), None, "cc-1042")]
+    assert check(p, inc, gc).guard_verdict == "accepted"
+    other = answer("add_required_label", [{"workload": "ml/b"}], rationale="required-labels: no cost-center label")
+    p2 = LLMPlanner(chat(server, "lbl2", [other])).plan(inc, pc)
+    assert p2.planner == "deterministic" and "outside the incident's scope" in p2.planner_reason
+    assert p2.playbook == "add_required_label" and p2.params["targets"] == {"ml/a": {"labels": {"cost-center": "cc-1042"}}}

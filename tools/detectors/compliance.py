@@ -21,6 +21,8 @@ A policy is a document shaped like a ValidatingAdmissionPolicy::
           message: fairness threshold above the allowed maximum
           messageExpression: "'threshold ' + string(object.spec.responsibleAI.fairness.threshold)"
           reason: Invalid
+          fix:                                # optional: how a failure is fixed in Git (add_required_label)
+            label: {keyExpression: "params.label", valueExpression: "params.value"}
       validationActions: [Warn]               # Audit: posture only; Warn / Deny: a policy_violation finding
       disabled: false
 
@@ -76,11 +78,21 @@ class _Condition(_M):
     expression: str
 
 
+class _LabelFix(_M):
+    keyExpression: str = Field(min_length=1)
+    valueExpression: str = Field(min_length=1)
+
+
+class _Fix(_M):
+    label: _LabelFix
+
+
 class _Validation(_M):
     expression: str
     message: str = ""
     messageExpression: str = ""
     reason: str = "Invalid"
+    fix: _Fix | None = None
 
 
 class _Spec(_M):
@@ -114,6 +126,15 @@ class _Compiled:
 
 
 @dataclass(frozen=True)
+class _Check:
+    expression: _Compiled
+    message: str
+    message_expression: _Compiled | None
+    reason: str
+    fix_label: tuple[_Compiled, _Compiled] | None = None   # (key, value) of the label that fixes a failure
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     name: str
     file: str
@@ -123,7 +144,7 @@ class CompiledPolicy:
     labels: Mapping[str, str]
     params: Mapping[str, Any]
     conditions: tuple[_Compiled, ...]
-    validations: tuple[tuple[_Compiled, str, _Compiled | None, str], ...]   # (expr, message, messageExpr, reason)
+    validations: tuple[_Check, ...]
     description: str = ""
     actions: frozenset[str] = frozenset({"Warn"})
 
@@ -157,7 +178,9 @@ class PolicyResult:
     message: str = ""
     reason: str = ""
     policy_file: str = ""
-    details: Mapping[str, Any] = field(default_factory=dict)
+    # the labels that fix the failing validations, where their ``fix`` gives a key and a value:
+    # ({"label": key, "value": value}, ...)
+    fixes: tuple[Mapping[str, str], ...] = field(default_factory=tuple)
 
 
 _ENV = celpy.Environment()
@@ -191,9 +214,12 @@ def compile_policies(docs: Iterable[tuple[str, Any]]) -> tuple[list[CompiledPoli
         try:
             conditions = tuple(_Compiled(c.expression, _compile(c.expression)) for c in p.spec.matchConditions)
             validations = tuple(
-                (_Compiled(v.expression, _compile(v.expression)), v.message,
-                 _Compiled(v.messageExpression, _compile(v.messageExpression)) if v.messageExpression else None,
-                 v.reason) for v in p.spec.validations)
+                _Check(_Compiled(v.expression, _compile(v.expression)), v.message,
+                       _Compiled(v.messageExpression, _compile(v.messageExpression)) if v.messageExpression else None,
+                       v.reason,
+                       (_Compiled(v.fix.label.keyExpression, _compile(v.fix.label.keyExpression)),
+                        _Compiled(v.fix.label.valueExpression, _compile(v.fix.label.valueExpression)))
+                       if v.fix is not None else None) for v in p.spec.validations)
         except CELParseError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             problems.append((file, f"policy {p.metadata.name}: an expression does not compile ({first}); "
@@ -242,24 +268,48 @@ def evaluate_one(p: CompiledPolicy, obj: ObjectRef, models: Sequence[Mapping[str
                                 message=f"match condition returns {type(ok).__name__}, not a bool", **base)
         if not ok:
             return PolicyResult(status="not_applicable", **base)
-    for expr, message, message_expr, reason in p.validations:
+    failed: list[_Check] = []
+    for check in p.validations:
         try:
-            ok = _run(expr, activation)
+            ok = _run(check.expression, activation)
         except Exception as e:   # noqa: BLE001
-            return PolicyResult(status="error", expression=expr.text, message=_first(e), **base)
+            if failed:   # the first failure is the result; a later validation's error does not hide it
+                break
+            return PolicyResult(status="error", expression=check.expression.text, message=_first(e), **base)
         if not isinstance(ok, bool | celtypes.BoolType):
-            return PolicyResult(status="error", expression=expr.text,
+            if failed:
+                break
+            return PolicyResult(status="error", expression=check.expression.text,
                                 message=f"returns {type(ok).__name__}, not a bool", **base)
         if not ok:
-            text = message or f"failed: {expr.text}"
-            if message_expr is not None:
-                try:
-                    got = _run(message_expr, activation)
-                    text = str(got) if isinstance(got, str) else text
-                except Exception:   # noqa: BLE001 - a broken messageExpression falls back to message
-                    pass
-            return PolicyResult(status="fail", expression=expr.text, message=text, reason=reason, **base)
-    return PolicyResult(status="pass", **base)
+            failed.append(check)
+    if not failed:
+        return PolicyResult(status="pass", **base)
+    first = failed[0]
+    text = first.message or f"failed: {first.expression.text}"
+    if first.message_expression is not None:
+        try:
+            got = _run(first.message_expression, activation)
+            text = str(got) if isinstance(got, str) else text
+        except Exception:   # noqa: BLE001 - a broken messageExpression falls back to message
+            pass
+    fixes = tuple(f for f in (_label_fix(c, activation) for c in failed) if f is not None)
+    return PolicyResult(status="fail", expression=first.expression.text, message=text, reason=first.reason,
+                        fixes=fixes, **base)
+
+
+def _label_fix(check: _Check, activation: Mapping[str, Any]) -> dict[str, str] | None:
+    """The label (key, value) a failing validation's ``fix`` gives, or None when it gives none (no fix,
+    an expression that fails, or an empty or non-string key or value: then a human fixes it)."""
+    if check.fix_label is None:
+        return None
+    try:
+        key, value = (_run(c, activation) for c in check.fix_label)
+    except Exception:   # noqa: BLE001 - a fix that cannot be computed leaves the failure notify-only
+        return None
+    if not isinstance(key, str) or not isinstance(value, str) or not key or not value:
+        return None
+    return {"label": str(key), "value": str(value)}
 
 
 def _first(e: BaseException) -> str:
