@@ -10,6 +10,7 @@ next decision call; the decision id is fixed before resuming, so nothing is reco
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -18,6 +19,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
+from agents.compliance import PR_BREAKS_KEY
 from agents.config import ConfigError
 from agents.deps import Checkpointer, Deps
 from agents.verify import remember_reference
@@ -27,6 +29,10 @@ from tools.errors import ToolError
 
 class NothingToDecide(Exception):
     """A decision on an incident that has no pull request (a notify-only outcome): nothing to do."""
+
+
+class ApprovalRefused(NothingToDecide):
+    """An approval the last cycle's checks forbid (the PR would break a compliance policy): nothing merged."""
 
 
 class ApprovalState(TypedDict, total=False):
@@ -89,7 +95,14 @@ def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: st
     if inc.status in ("resolved", "closed"):
         raise ConfigError(f"incident {inc.id} is already {inc.status} (its PR was closed); nothing to "
                           f"{verdict}")
-    if _pr_of(deps, inc.id) is None:
+    pr = _pr_of(deps, inc.id)
+    breaks = json.loads(store.get_kv(PR_BREAKS_KEY.format(pr.id)) or "[]") if pr is not None else []
+    if verdict == "approve" and pr is not None and pr.status == "open" and breaks:
+        raise ApprovalRefused(
+            f"PR {pr.branch} would break compliance polic{'y' if len(breaks) == 1 else 'ies'} "
+            f"{'; '.join(breaks)} (evaluated on the last cycle's desired state). It is not merged: reject it, or "
+            "change the policy or the manifests and approve after the next cycle")
+    if pr is None:
         raise NothingToDecide(
             f"incident {inc.id} ({inc.kind} on {inc.service}, {inc.status}) has no pull request: nothing to "
             f"{verdict}. Its plan was notify-only or not proposed yet; see `remediator incidents show {inc.id}`")

@@ -21,6 +21,8 @@ from tools.detectors.compliance import CompiledPolicy, ObjectRef, PolicyResult, 
 from tools.results import FileProblem, ManifestDoc
 from tools.yamledit import safe_load_all
 
+# store kv: the policies an open PR would break on the latest cycle's desired state (JSON list)
+PR_BREAKS_KEY = "compliance.pr_breaks:{}"
 DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "config" / "policies"
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 

@@ -3,13 +3,14 @@ refuses falls back to the deterministic planner's, which is checked the same way
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agents.compliance import broken_by
+from agents.compliance import PR_BREAKS_KEY, broken_by
 from agents.deps import Deps, audit, now_of
 from agents.guard import GuardContext
 from agents.guard import check as guard_check
@@ -17,9 +18,9 @@ from agents.history import approved_model, plan_context, previous_model, request
 from agents.incidents import open_pr_of, same_fingerprint
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.planners.fallback import guard_or_fallback
-from agents.state import CycleState
+from agents.state import CycleState, Views, err
 from agents.workloads import Budget, Workload, incident_scope
-from memory.records import Incident, RemediationPlan
+from memory.records import FieldEdit, Incident, PullRequest, RemediationPlan
 
 
 def guard(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
@@ -59,7 +60,27 @@ def guard(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
             deps.store.save_plan(checked)
             audit(deps, state, "guard", checked.guard_verdict, inc.id, plan_id=p.id, reasons=list(checked.guard_reasons))
         out.append(checked.model_dump(mode="json"))
-    return {"plans": out}
+    errors = [e for pr in open_prs for e in _recheck_open_pr(deps, state, pr, views)]
+    return {"plans": out, "errors": errors}
+
+
+def _recheck_open_pr(deps: Deps, state: CycleState, pr: PullRequest, views: Views) -> list[dict[str, Any]]:
+    """An open PR's edits evaluated again on this cycle's desired state and policies (main or the
+    policies may have moved since it opened). Policies it would now break are audited when they
+    change, reported each cycle, and kept for the approval path, which refuses to merge it."""
+    edits: list[FieldEdit] = []
+    for iid in pr.incident_ids:
+        plan = deps.store.latest_plan(iid)
+        if plan is not None and plan.edits:
+            edits += [e for e in plan.edits if e not in edits]
+    breaks = broken_by(edits, views.docs, views.policies) if edits else []
+    key = PR_BREAKS_KEY.format(pr.id)
+    if json.loads(deps.store.get_kv(key) or "[]") != breaks:
+        deps.store.set_kv(key, json.dumps(breaks))
+        audit(deps, state, "guard", "pr_breaks_policy" if breaks else "pr_passes_policies", pr.branch,
+              pr_id=pr.id, breaks=breaks)
+    return [err("guard", pr.branch, f"open PR would break compliance policy {b}; approving it is refused until the "
+                                    "policy, the desired state or the PR changes (or reject it)") for b in breaks]
 
 
 def _scope(inc: Incident, budgets: list[Budget], workloads: dict[str, Workload]) -> set[str]:

@@ -107,3 +107,55 @@ def test_an_opted_in_policy_and_an_embedding_shift_are_found_and_shown(tmp_path:
 
     shown = remediator("compliance", "--config", str(cfg), "--failing", timeout=60)
     assert shown.returncode == 0 and "required-labels" in shown.stdout and "no cost-center label" in shown.stdout
+
+
+FLOOR = """\
+apiVersion: remediator.apexlogic.com/v1alpha1
+kind: CompliancePolicy
+metadata: {name: captioner-capacity-floor}
+spec:
+  severity: critical
+  validationActions: [Deny]
+  matchConstraints: {kinds: [MultimodalInferenceService]}
+  matchConditions:
+    - {name: captioner, expression: "object.metadata.name == 'image-captioner'"}
+  validations:
+    - expression: "int(object.spec.autoscaling.maxReplicas) >= 5"
+      messageExpression: "'maxReplicas ' + string(object.spec.autoscaling.maxReplicas) + ' is below the floor of 5 agreed with the product team'"
+      reason: BelowFloor
+"""
+
+
+def test_an_open_pr_that_a_new_policy_forbids_is_reported_and_cannot_be_approved(tmp_path: Path) -> None:
+    _, cfg, remote = prepare_workspace(tmp_path, datetime.now(UTC).replace(microsecond=0))
+    first = remediator("run-once", "--config", str(cfg), "--json", timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    [pr] = [p for p in json.loads(first.stdout)["pull_requests"] if p["branch"].startswith("remediator/cost-anomaly/")]
+    [iid] = pr["incident_ids"]
+
+    # after the PR opened, a human adds a policy that its cap (maxReplicas 6 -> 3) would break
+    work = tmp_path / "human"
+    subprocess.run(["git", "clone", "-q", str(remote), str(work)], check=True)
+    push(work, {"policies/compliance/floor.yaml": FLOOR}, "capacity floor for the captioner")
+    second = remediator("run-once", "--config", str(cfg), "--json", timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    errors = [e for e in json.loads(second.stdout)["errors"] if e["source"] == pr["branch"]]
+    assert len(errors) == 1 and "would break compliance policy captioner-capacity-floor" in errors[0]["message"]
+    assert "maxReplicas 3 is below the floor of 5" in errors[0]["message"]
+
+    refused = remediator("decisions", "approve", iid, "--config", str(cfg), timeout=120)
+    assert refused.returncode == 1 and "captioner-capacity-floor" in refused.stderr + refused.stdout
+    main = subprocess.run(["git", "-C", str(remote), "show", "main:apps/ml-serving/image-captioner.yaml"],
+                          check=True, capture_output=True, text=True).stdout
+    assert "maxReplicas: 6" in main   # nothing merged
+
+    # the policy goes; the next cycle clears the refusal and the approval merges the PR
+    push(work, {"policies/compliance/floor.yaml": FLOOR.replace("severity: critical", "severity: critical\n  disabled: true")},
+         "drop the floor")
+    third = remediator("run-once", "--config", str(cfg), "--json", timeout=300)
+    assert third.returncode == 0 and not [e for e in json.loads(third.stdout)["errors"] if e["source"] == pr["branch"]]
+    ok = remediator("decisions", "approve", iid, "--config", str(cfg), timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    main = subprocess.run(["git", "-C", str(remote), "show", "main:apps/ml-serving/image-captioner.yaml"],
+                          check=True, capture_output=True, text=True).stdout
+    assert "maxReplicas: 3" in main
