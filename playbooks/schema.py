@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memory.records import IncidentKind
 
-
 # Kubernetes label syntax: a key is an optional DNS-subdomain prefix and "/", then a name of at most
 # 63 characters; a value is at most 63 characters of the same alphabet (or empty).
 _LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"

@@ -25,7 +25,7 @@ from tools.detectors.common import InputStats
 from tools.detectors.compliance import evaluate as evaluate_policies
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
-from tools.detectors.embedding_drift import detect_embedding_drift
+from tools.detectors.embedding_drift import DriftTest, EmbeddingDrift, drift_tests, run_many, sample_problem
 from tools.detectors.explainability import CoverageInput, detect_coverage
 from tools.detectors.fairness import FairnessInput, detect_fairness
 from tools.detectors.oob import detect_oob_writes
@@ -155,6 +155,7 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
     """Drift and fairness of every MultimodalInferenceService that declares them."""
     s = deps.settings
     out: list[Finding] = []
+    embedded: list[tuple[Workload, str, dict[str, Any]]] = []   # tested together after the loop
     for key, w in sorted(views.workloads.items()):
         if w.kind != "MultimodalInferenceService":
             continue
@@ -183,7 +184,7 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
                 if f is not None:
                     out.append(f)
         if drift_cfg.get("enabled") and isinstance(drift_cfg.get("embeddings"), dict):
-            out = _embedding_drift(deps, w, version, drift_cfg["embeddings"], out, evaluated, errors)
+            embedded.append((w, version, drift_cfg["embeddings"]))
         if fair_cfg.get("enabled"):
             counters = _counters(fetch, f"outcomes {key}", partial(
                 deps.metrics.outcome_counters, namespace=w.namespace, service=w.name, start=hstart, end=now,
@@ -199,7 +200,7 @@ def _models(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], stats:
                     now=now.timestamp(), stats=stats)
                 if f is not None:
                     out.append(f)
-    return out
+    return _embedding_drift(deps, embedded, out, evaluated, errors)
 
 
 def _explainability(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str], found: list[Finding], *,
@@ -239,50 +240,68 @@ def _explainability(deps: Deps, views: Views, fetch: _Fetch, evaluated: set[str]
     return found
 
 
-def _embedding_drift(deps: Deps, w: Workload, version: str, cfg: dict[str, Any], found: list[Finding],
+def _embedding_drift(deps: Deps, services: list[tuple[Workload, str, dict[str, Any]]], found: list[Finding],
                      evaluated: set[str], errors: list[dict[str, Any]]) -> list[Finding]:
-    """Kernel and classifier two-sample tests of the service's input embeddings (reference against
-    current sample, per modality and fused): a drifted modality is a model_drift finding (or evidence
-    on the class-distribution one). Bad samples are an errors entry naming the file."""
-    src, key = deps.embeddings, w.key
-    uri, modalities = cfg.get("uri"), cfg.get("modalities")
-    if src is None:
+    """Kernel and classifier two-sample tests of the services' input embeddings (reference against
+    current sample, per modality and fused), all of the cycle's tests run as batches: a drifted
+    modality is a model_drift finding (or evidence on the class-distribution one). Bad samples are
+    an errors entry naming the file; the other services are still tested."""
+    src = deps.embeddings
+    if src is None or not services:
         return found
-    if not isinstance(uri, str) or not uri or not isinstance(modalities, list) or not modalities:
-        errors.append(err("detect", w.file, "responsibleAI.driftDetection.embeddings needs uri (a folder or URL) and "
-                                            "modalities (a list); embedding drift is not tested"))
-        return found
-    alpha = _cfg_number(cfg, "pValue", "responsibleAI.driftDetection.embeddings", w.file, errors) or 0.05
-    size = _cfg_number(cfg, "sampleSize", "responsibleAI.driftDetection.embeddings", w.file, errors) or 500
-    ref, cur = {}, {}
-    try:
-        for m in (str(x) for x in modalities):
-            ref[m] = src.load(uri=uri, which="reference", modality=m)
-            cur[m] = src.load(uri=uri, which="current", modality=m)
-            if ref[m].shape[1] != cur[m].shape[1]:
-                raise PermanentError(f"{uri}: {m} reference width {ref[m].shape[1]} and current width "
-                                     f"{cur[m].shape[1]} differ")
-    except ToolError as e:
-        errors.append(err("detect", w.file, f"embedding drift of {key}: {e}"))
-        return found
-    results = detect_embedding_drift(ref, cur, alpha=alpha, sample_size=int(size))
-    evaluated.add(f"model_drift|{key}")
-    evidence = {"embedding_drift": [{"modality": r.modality, "mmd2": round(r.mmd.statistic, 6),
-                                     "mmd_p_value": round(r.mmd.p_value, 4),
-                                     "c2st_accuracy": round(r.c2st.statistic, 3) if r.c2st else None,
-                                     "c2st_p_value": round(r.c2st.p_value, 4) if r.c2st else None,
-                                     "drifted": r.drifted} for r in results], "p_value_threshold": alpha}
-    drifted = [r.modality for r in results if r.drifted and r.modality != "fused"] or (
-        ["fused"] if any(r.drifted for r in results) else [])
-    if not drifted:
-        return found
-    same = next((f for f in found if f.kind == "model_drift" and f.service == key), None)
-    if same is not None:
-        return [f.model_copy(update={"evidence": {**f.evidence, **evidence}}) if f is same else f for f in found]
-    return [*found, Finding(
-        kind="model_drift", service=key, severity="warning", detector="embedding_mmd", model_version=version,
-        file=w.file, summary=f"{key} model {version}: input embeddings drifted ({', '.join(drifted)}; MMD p < {alpha})",
-        evidence={**evidence, "drifted_modalities": drifted, "version": version})]
+    tests: list[DriftTest] = []
+    tested: list[tuple[Workload, str, float]] = []
+    for w, version, cfg in services:
+        uri, modalities = cfg.get("uri"), cfg.get("modalities")
+        if not isinstance(uri, str) or not uri or not isinstance(modalities, list) or not modalities:
+            errors.append(err("detect", w.file, "responsibleAI.driftDetection.embeddings needs uri (a folder or URL) "
+                                                "and modalities (a list); embedding drift is not tested"))
+            continue
+        alpha = _cfg_number(cfg, "pValue", "responsibleAI.driftDetection.embeddings", w.file, errors) or 0.05
+        size = _cfg_number(cfg, "sampleSize", "responsibleAI.driftDetection.embeddings", w.file, errors) or 500
+        ref, cur = {}, {}
+        try:
+            for m in (str(x) for x in modalities):
+                ref[m] = src.load(uri=uri, which="reference", modality=m)
+                cur[m] = src.load(uri=uri, which="current", modality=m)
+                if ref[m].shape[1] != cur[m].shape[1]:
+                    raise PermanentError(f"{uri}: {m} reference width {ref[m].shape[1]} and current width "
+                                         f"{cur[m].shape[1]} differ")
+        except ToolError as e:
+            errors.append(err("detect", w.file, f"embedding drift of {w.key}: {e}"))
+            continue
+        mine = drift_tests(w.key, ref, cur, alpha=alpha, sample_size=int(size))
+        bad = next((p for p in map(sample_problem, mine) if p), None)
+        if bad:   # a sample too small or malformed: named, the service skipped, the others tested
+            errors.append(err("detect", w.file, f"embedding drift of {w.key}: {bad}"))
+            continue
+        tests += mine
+        tested.append((w, version, alpha))
+    results = run_many(tests) if tests else []
+    by_key: dict[str, list[tuple[str, EmbeddingDrift]]] = {}
+    for t, r in zip(tests, results, strict=True):
+        by_key.setdefault(t.key, []).append((t.modality, r))
+    for w, version, alpha in tested:
+        key, rs = w.key, [r for _, r in by_key.get(w.key, [])]
+        evaluated.add(f"model_drift|{key}")
+        evidence = {"embedding_drift": [{"modality": r.modality, "mmd2": round(r.mmd.statistic, 6),
+                                         "mmd_p_value": round(r.mmd.p_value, 4),
+                                         "c2st_accuracy": round(r.c2st.statistic, 3) if r.c2st else None,
+                                         "c2st_p_value": round(r.c2st.p_value, 4) if r.c2st else None,
+                                         "drifted": r.drifted} for r in rs], "p_value_threshold": alpha}
+        drifted = [r.modality for r in rs if r.drifted and r.modality != "fused"] or (
+            ["fused"] if any(r.drifted for r in rs) else [])
+        if not drifted:
+            continue
+        same = next((f for f in found if f.kind == "model_drift" and f.service == key), None)
+        if same is not None:
+            found = [f.model_copy(update={"evidence": {**f.evidence, **evidence}}) if f is same else f for f in found]
+            continue
+        found = [*found, Finding(
+            kind="model_drift", service=key, severity="warning", detector="embedding_mmd", model_version=version,
+            file=w.file, summary=f"{key} model {version}: input embeddings drifted ({', '.join(drifted)}; MMD p < {alpha})",
+            evidence={**evidence, "drifted_modalities": drifted, "version": version})]
+    return found
 
 
 def _counters(fetch: _Fetch, label: str, fn: Callable[[], SignalResult]) -> list[CounterSeries]:

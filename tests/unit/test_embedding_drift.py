@@ -59,3 +59,25 @@ def test_mismatched_dimensions_and_tiny_samples_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="at least 2 rows"):
         mmd_test(np.zeros((1, 4)), np.zeros((10, 4)))
     assert c2st(np.zeros((30, 2)), np.ones((30, 2))).p_value < 0.01   # trivially separable
+
+
+def test_a_batch_gives_each_test_the_result_it_gets_alone() -> None:
+    """run_many stacks tests of the same sizes (any widths): the MMD statistic and p-value of each are
+    those of mmd_test on its own samples; a batch of mixed sizes keeps the order of the tests."""
+    from tools.detectors.embedding_drift import DriftTest, run_many
+
+    rng = np.random.default_rng(2)
+    tests = []
+    for i, (n, d, shift) in enumerate([(120, 32, 0.0), (120, 8, 0.6), (120, 64, 0.3), (60, 16, 0.0), (60, 4, 1.0)]):
+        x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+        y[:, : max(1, d // 4)] += shift
+        tests.append(DriftTest(key=f"s{i}", modality="image", reference=x, current=y))
+    batched = run_many(tests, seed=4)
+    for t, b in zip(tests, batched, strict=True):
+        alone = mmd_test(t.reference, t.current, seed=4)
+        assert b.mmd.statistic == pytest.approx(alone.statistic, rel=1e-4, abs=1e-7)
+        assert b.mmd.p_value == pytest.approx(alone.p_value)
+        assert b.c2st is not None and 0.0 <= b.c2st.p_value <= 1.0
+    assert [b.drifted for b in batched] == [False, True, True, False, True]
+    with pytest.raises(ValueError, match=r"s9 image: embeddings hold NaN"):
+        run_many([DriftTest(key="s9", modality="image", reference=np.full((5, 2), np.nan), current=np.zeros((5, 2)))])

@@ -100,8 +100,18 @@ class _Embeddings:
         return self.samples[(uri, which, modality)]
 
 
-def test_input_embedding_drift_names_the_modality_and_a_missing_sample_is_an_error_entry() -> None:
+def test_input_embedding_drift_names_the_modality_and_a_missing_sample_is_an_error_entry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.nodes.detect as node
     from tests.fakes.cycle import FakeRepo, mis
+
+    batches: list[list[str]] = []
+    real = node.run_many
+
+    def counted(tests: Any, **kw: Any) -> Any:
+        batches.append([f"{t.key} {t.modality}" for t in tests])
+        return real(tests, **kw)
+    monkeypatch.setattr(node, "run_many", counted)
 
     def with_embeddings(name: str, uri: str) -> Any:
         m = mis(name)
@@ -114,18 +124,32 @@ def test_input_embedding_drift_names_the_modality_and_a_missing_sample_is_an_err
     samples = {("s3://emb/captioner", "reference", "image"): rng.normal(size=(200, 16)),
                ("s3://emb/captioner", "current", "image"): shifted,
                ("s3://emb/captioner", "reference", "text"): rng.normal(size=(200, 8)),
-               ("s3://emb/captioner", "current", "text"): rng.normal(size=(200, 8))}
+               ("s3://emb/captioner", "current", "text"): rng.normal(size=(200, 8)),
+               ("s3://emb/asr", "reference", "image"): rng.normal(size=(200, 16)),
+               ("s3://emb/asr", "current", "image"): rng.normal(size=(200, 16)),
+               ("s3://emb/asr", "reference", "text"): rng.normal(size=(200, 8)),
+               ("s3://emb/asr", "current", "text"): rng.normal(size=(200, 8)),
+               ("s3://emb/tiny", "reference", "image"): rng.normal(size=(1, 16)),
+               ("s3://emb/tiny", "current", "image"): rng.normal(size=(1, 16)),
+               ("s3://emb/tiny", "reference", "text"): rng.normal(size=(1, 8)),
+               ("s3://emb/tiny", "current", "text"): rng.normal(size=(1, 8))}
     metrics = FakeMetrics(workload_cost=flat(3.0), workload_replicas=flat(2.0), gpu_utilisation=flat(50.0),
                           request_rate=flat(5.0), prediction_counters=SignalResult(status="no_data", series=[]))
     deps = make_deps(settings=settings(), metrics=metrics, repo=FakeRepo(field_history=[]),
                      embeddings=_Embeddings(samples))
     out = run(detect, cycle_state(snapshot=snapshot([with_embeddings("captioner", "s3://emb/captioner"),
-                                                     with_embeddings("ocr", "s3://emb/missing")])), deps)
+                                                     with_embeddings("ocr", "s3://emb/missing"),
+                                                     with_embeddings("asr", "s3://emb/asr"),
+                                                     with_embeddings("tiny", "s3://emb/tiny")])), deps)
     [f] = [Finding.model_validate(d) for d in out["findings"] if d["kind"] == "model_drift"]
     assert f.service == "ml-serving/captioner" and f.evidence["drifted_modalities"] == ["image"]
     assert "input embeddings drifted (image" in f.summary
     by = {e["modality"]: e for e in f.evidence["embedding_drift"]}
     assert by["image"]["drifted"] and not by["text"]["drifted"] and "fused" in by
     assert "model_drift|ml-serving/captioner" in out["evaluated"]
-    [e] = [e for e in out["errors"] if "embedding" in e["message"]]
-    assert "ml-serving/ocr" in e["message"] and "s3://emb/missing/reference/image.npy" in e["message"]
+    missing, tiny = sorted((e for e in out["errors"] if "embedding" in e["message"]), key=lambda e: e["message"])
+    assert "ml-serving/ocr" in missing["message"] and "s3://emb/missing/reference/image.npy" in missing["message"]
+    assert "ml-serving/tiny" in tiny["message"] and "at least 2 rows" in tiny["message"]
+    assert "model_drift|ml-serving/asr" in out["evaluated"] and "model_drift|ml-serving/tiny" not in out["evaluated"]
+    # the cycle's tests ran as one batch: two services, two modalities and the fused embedding each
+    assert batches == [[f"ml-serving/{s} {m}" for s in ("asr", "captioner") for m in ("image", "text", "fused")]]
