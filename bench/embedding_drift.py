@@ -10,6 +10,10 @@ trial draws fresh samples and a fresh permutation seed. Throughput: tests a seco
 against 500 rows of width 512 (a CLIP-sized embedding), on the CPU and, when there is one, the GPU;
 and a cycle's worth of tests (``--services`` services with an image (512) and a text (384) modality
 and their fused embedding, n = 500 each) run pair by pair against one batched ``run_many`` call.
+
+``--alibi``: alibi-detect's own ``MMDDrift`` (pytorch backend, its defaults: p-value 0.05, 100
+permutations) on the same draws, beside ours (``pip install alibi-detect`` into the environment that
+runs this script; it is not a dependency of remediator).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ def rates(test: str, n: int, shift: float, dim: int, trials: int) -> float:
         x = rng.normal(size=(n, dim)).astype(np.float32)
         y = rng.normal(size=(n, dim)).astype(np.float32)
         y[:, : max(1, dim // 8)] += shift
+        if test == "alibi_mmd":
+            from alibi_detect.cd import MMDDrift  # optional: only with --alibi
+
+            hits += int(MMDDrift(x, backend="pytorch", p_val=ALPHA, n_permutations=100).predict(y)["data"]["is_drift"])
+            continue
         res = mmd_test(x, y, seed=t) if test == "mmd" else c2st(x, y, seed=t)
         hits += res.p_value < ALPHA
     return hits / trials
@@ -97,19 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--c2st-trials", type=int, default=20)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--services", type=int, default=8, help="services in the batched-cycle figure")
+    ap.add_argument("--alibi", action="store_true", help="add alibi-detect's MMDDrift on the same draws")
+    ap.add_argument("--no-speed", action="store_true", help="rejection rates only")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    table = {test: {str(n): {str(s): rates(test, n, s, a.dim, a.trials if test == "mmd" else a.c2st_trials)
-                             for s in SHIFTS} for n in SIZES} for test in ("mmd", "c2st")}
+    tests = ("mmd", "c2st") + (("alibi_mmd",) if a.alibi else ())
+    table = {test: {str(n): {str(s): rates(test, n, s, a.dim, a.c2st_trials if test == "c2st" else a.trials)
+                             for s in SHIFTS} for n in SIZES} for test in tests}
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    speed = {d.type: throughput(d) for d in devices}
-    cycle = {d.type: batched_throughput(d, a.services) for d in devices}
+    speed = {} if a.no_speed else {d.type: throughput(d) for d in devices}
+    cycle = {} if a.no_speed else {d.type: batched_throughput(d, a.services) for d in devices}
     doc = {"alpha": ALPHA, "permutations": 100, "dim": a.dim, "trials": {"mmd": a.trials, "c2st": a.c2st_trials},
            "rejection_rate": table, "tests_per_second_n500_d512": speed, "cycle_of_tests": cycle}
     if a.json:
         print(json.dumps(doc))
         return 0
-    for test in ("mmd", "c2st"):
+    for test in tests:
         print(f"{test}: rejection rate at alpha {ALPHA} (shift 0.0 = false alarms), rows n per sample")
         print("  n    " + "  ".join(f"shift {s:<4}" for s in SHIFTS))
         for n in SIZES:
