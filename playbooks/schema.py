@@ -22,9 +22,9 @@ def label_problems(name: str, value: Any) -> list[str]:
         return [f"parameter {name} must be a mapping of label keys to values (got {value!r})"]
     out = []
     for k, v in value.items():
-        if not isinstance(k, str) or not LABEL_KEY.match(k) or len(k) > 317:
+        if not isinstance(k, str) or not LABEL_KEY.fullmatch(k) or len(k) > 317:
             out.append(f"parameter {name}: {k!r} is not a Kubernetes label key")
-        if not isinstance(v, str) or not LABEL_VALUE.match(v):
+        if not isinstance(v, str) or not LABEL_VALUE.fullmatch(v):
             out.append(f"parameter {name}: {k}={v!r} is not a Kubernetes label value (at most 63 of A-Z a-z 0-9 - _ .)")
     return out
 

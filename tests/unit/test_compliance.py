@@ -8,6 +8,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import yaml
 
 from agents.compliance import broken_by, findings_of, objects_of, policy_set, shipped_policy_files
@@ -361,3 +363,16 @@ def test_a_label_fix_is_verified_by_the_violations_it_answered_only() -> None:
     assert [c.signal for c in failing_checks(inc, checks, still)] == ["policy"]
     assert failing_checks(inc, checks, others_only) == []   # what a human must fix does not count against the PR
     assert failing_checks(inc, checks, {}) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.from_regex(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,40}[A-Za-z0-9])?", fullmatch=True),
+       prefix=st.sampled_from(["", "example.com/", "apexlogic.com/", "a.b-c.io/"]),
+       bad=st.sampled_from([" ", "!", "/", ":", "é", "\n"]))
+def test_label_syntax_is_kubernetes_own(name: str, prefix: str, bad: str) -> None:
+    from playbooks.schema import label_problems
+
+    assert label_problems("labels", {prefix + name: name}) == []
+    assert label_problems("labels", {prefix + name: name[:30] + bad + name[30:]})       # a value with a bad character
+    assert label_problems("labels", {prefix + name: "x" * 64})                           # a value over 63
+    assert label_problems("labels", {"-" + name: name}) and label_problems("labels", {})
