@@ -67,7 +67,10 @@ def policy_set(files: Mapping[str, str], policies_dir: str) -> PolicySet:
             continue
         for i, d in enumerate(parsed):
             if not isinstance(d, dict) or d.get("kind") not in ("CompliancePolicy", "ValidatingAdmissionPolicy"):
-                problems.append(FileProblem(path, f"document {i} is not a CompliancePolicy; ignored"))
+                what = f"kind {d.get('kind')!r}" if isinstance(d, dict) else f"a {type(d).__name__}"
+                problems.append(FileProblem(path, f"document {i} is {what}, not a CompliancePolicy (a mapping with "
+                                            "kind: CompliancePolicy, metadata.name and spec; see "
+                                            "config/policies/compliance.yaml); ignored"))
                 continue
             docs.append((path, d))
     policies, compile_problems = compile_policies(docs)

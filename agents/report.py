@@ -18,5 +18,6 @@ def report_lines(r: dict[str, Any], indent: str = "") -> list[str]:
     lines += [f"{indent}notified ({n['channel']}): {n['summary'][:240]}" for n in r["notifications"]]
     if r["errors"]:
         lines.append(f"{indent}errors: {len(r['errors'])}")
-        lines += [f"{i2}[{e['stage']}] {e['source']}: {e['message']}" for e in r["errors"]]
+        lines += [f"{i2}[{e['stage']}] " + (e["message"] if str(e["message"]).startswith(f"{e['source']}:")
+                                             else f"{e['source']}: {e['message']}") for e in r["errors"]]
     return lines

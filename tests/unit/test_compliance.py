@@ -127,12 +127,16 @@ def test_bad_policies_are_named_and_the_others_still_apply() -> None:
                                                "  validations: [{expression: \"1 + 2\"}]\n---\n"
                                                "kind: CompliancePolicy\nmetadata: {name: shapeless}\nspec: {}\n",
             "policies/compliance/unparsable.yaml": "kind: [CompliancePolicy\n",
+            "policies/compliance/shape.yaml": "- name: a-list-not-a-policy\n---\nkind: ConfigMap\n",
             "policies/models.yaml": "models: 5\n"}
     pset = policy_set({**shipped_policy_files(), **repo}, "policies")
     text = "\n".join(str(p) for p in pset.problems)
     assert "policies/compliance/broken.yaml: policy broken: an expression does not compile" in text
     assert "policies/compliance/broken.yaml: policy shapeless: spec.validations: Field required" in text
     assert "policies/compliance/unparsable.yaml: does not parse" in text
+    assert "policies/compliance/shape.yaml: document 0 is a list, not a CompliancePolicy (a mapping with kind: " \
+           "CompliancePolicy" in text
+    assert "policies/compliance/shape.yaml: document 1 is kind 'ConfigMap', not a CompliancePolicy" in text
     assert "policies/models.yaml: `models:` must be a list" in text
     results = {r.policy: r for r in evaluate(pset.policies, objects_of([doc(MIS)]), pset.models)}
     assert results["nobool"].status == "error" and "not a bool" in results["nobool"].message
