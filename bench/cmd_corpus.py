@@ -1,0 +1,139 @@
+"""A second real corpus, tuned on by nobody here: Microsoft's Cloud Monitoring Dataset (67 production
+telemetry series in 8 domains: store purchase counts, database query rates, API request rates and
+latencies, application crash rates; point labels by domain experts), scored with NAB's rules.
+
+    git clone <the public cloud-monitoring-dataset repository> CMD
+    python bench/cmd_corpus.py --data CMD [--out DIR] [--detectors remediator,windowedGaussian,...] [--json]
+
+The dataset is not stored in this repository: pass a checkout of it (``CMD/data/<domain>/<file>.csv``
+with ``TimeStamp,Value,Label``). The script converts it into NAB's layout under ``--out``
+(``nab/data/<domain>/<file>.csv`` with ``timestamp,value``; ``nab/labels/combined_windows.json``),
+runs each detector exactly as ``remediator nab`` does, and scores the results with
+``bench/nab_score.py`` (NAB's three profiles, one threshold per detector and profile chosen over the
+whole corpus, as NAB does for the published detectors).
+
+Windows from point labels follow NAB's labeller: a run of consecutive labelled rows is one anomaly;
+with k anomalies in n rows each window is ``int(0.10 * n / k)`` rows wide, centred on the run (the run
+plus half a window each side), clipped to the series, and windows that overlap are merged. A series
+without labels has no window (any detection there is a false positive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import nab_score  # noqa: E402  (bench/nab_score.py: NAB's scoring rules)
+
+from agents.nab import DETECTORS, run_nab  # noqa: E402
+
+WINDOW_FRACTION = 0.10   # NAB's windowSize
+DEFAULT_DETECTORS = ("remediator", "windowedGaussian", "zscore", "null")
+
+
+def windows_of(labels: list[int]) -> list[tuple[int, int]]:
+    """NAB windows (first row, last row) for point labels: one per run of labelled rows, merged."""
+    runs: list[tuple[int, int]] = []
+    for i, lab in enumerate(labels):
+        if lab:
+            if runs and runs[-1][1] == i - 1:
+                runs[-1] = (runs[-1][0], i)
+            else:
+                runs.append((i, i))
+    if not runs:
+        return []
+    n = len(labels)
+    half = int(WINDOW_FRACTION * n / len(runs)) // 2
+    out: list[tuple[int, int]] = []
+    for a, b in runs:
+        lo, hi = max(0, a - half), min(n - 1, b + half)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def convert(data: Path, nab: Path) -> dict[str, int]:
+    """CMD/data/<domain>/<file>.csv -> NAB layout under ``nab``; returns counts."""
+    root = data / "data" if (data / "data").is_dir() else data
+    files = sorted(root.glob("*/*.csv"))
+    if not files:
+        raise SystemExit(f"no <domain>/<file>.csv under {root}: pass a checkout of the Cloud Monitoring Dataset")
+    windows: dict[str, list[list[str]]] = {}
+    rows = n_windows = 0
+    for path in files:
+        with path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip().lower() for h in next(reader)]
+            try:
+                ti, vi, li = header.index("timestamp"), header.index("value"), header.index("label")
+            except ValueError:
+                raise SystemExit(f"{path}: header {header} lacks TimeStamp, Value or Label") from None
+            body = [r for r in reader if r]
+        ts = [str(np.datetime64(r[ti].strip().strip('"').replace(" ", "T"), "s")).replace("T", " ")
+              for r in body]
+        labels = [int(float(r[li])) for r in body]
+        rel = f"{path.parent.name}/{path.name}"
+        target = nab / "data" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["timestamp", "value"])
+            w.writerows([t, r[vi].strip()] for t, r in zip(ts, body, strict=True))
+        windows[rel] = [[f"{ts[a]}.000000", f"{ts[b]}.000000"] for a, b in windows_of(labels)]
+        rows += len(body)
+        n_windows += len(windows[rel])
+    (nab / "labels").mkdir(parents=True, exist_ok=True)
+    (nab / "labels" / "combined_windows.json").write_text(json.dumps(windows, indent=1))
+    return {"files": len(files), "rows": rows, "windows": n_windows,
+            "domains": len({p.parent.name for p in files})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="a checkout of the Cloud Monitoring Dataset")
+    ap.add_argument("--out", type=Path, default=Path("cmd-corpus-out"), help="where the NAB layout and results go")
+    ap.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS),
+                    help=f"comma-separated, from: {', '.join(DETECTORS)}")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    dets = [d.strip() for d in a.detectors.split(",") if d.strip()]
+    unknown = [d for d in dets if d not in DETECTORS]
+    if unknown:
+        ap.error(f"unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
+    nab = a.out / "nab"
+    counts = convert(a.data, nab)
+    print(f"converted: {counts}", file=sys.stderr)
+    runs = {d: run_nab(nab / "data", a.out / "results", d) for d in dets}
+    corpus = nab_score.load_corpus(nab)
+    doc = {d: nab_score.score_detector(corpus, nab_score.read_results(a.out / "results" / d, corpus)) for d in dets}
+    if a.json:
+        for det in doc.values():
+            for prof in det.values():
+                prof.pop("files", None)
+        print(json.dumps({"corpus": counts, "runs": runs, "scores": doc}, indent=1))
+        return 0
+    print(f"{'detector':<18} {'standard':>9} {'low FP':>9} {'low FN':>9}   detect s")
+    for d in dets:
+        s = doc[d]
+        print(f"{d:<18} {s['standard']['score']:9.2f} {s['reward_low_FP_rate']['score']:9.2f} "
+              f"{s['reward_low_FN_rate']['score']:9.2f}   {runs[d]['detect_wall_s']}")
+    print("per domain, standard profile:")
+    for d in dets:
+        cats = doc[d]["standard"]["categories"]
+        print(f"  {d:<18} " + "  ".join(f"{c}={'n/a' if v['score'] is None else round(v['score'], 1)}"
+                                      for c, v in cats.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
