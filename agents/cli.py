@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agents.config import ConfigError, Settings, env_log_level, load_settings, local_user
+from agents.config import ConfigError, Settings, env_log_format, env_log_level, load_settings, local_user
 from tools.errors import printable, scrub
 
 if TYPE_CHECKING:
@@ -85,11 +85,20 @@ class SafeLogFilter(logging.Filter):
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Logs on stderr: one JSON object per line (with cycle and incident ids when known), or plain
+    text on a terminal; ``REMEDIATOR_LOG_FORMAT=json|text`` forces one."""
+    from agents.logs import ContextFilter, formatter
+
+    fmt = env_log_format()
+    if fmt not in ("auto", "json", "text"):
+        raise ConfigError(f"REMEDIATOR_LOG_FORMAT: must be auto, json or text, not {fmt!r}")
     level = logging.DEBUG if verbose else getattr(logging, env_log_level(), logging.INFO)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, SafeLogFilter) for f in handler.filters):
             handler.addFilter(SafeLogFilter())
+            handler.addFilter(ContextFilter())
+            handler.setFormatter(formatter(fmt, tty=sys.stderr.isatty()))
     for noisy in ("urllib3", "git", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

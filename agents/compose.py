@@ -129,9 +129,14 @@ def build_planner(settings: Settings, store: Store) -> LLMPlanner:
                       monthly_budget_usd=s.monthly_budget_usd, ledger=KVUsageLedger(store.get_kv, store.set_kv))
 
 
+def build_repo(settings: Settings) -> GitRepo:
+    g = settings.gitops
+    return GitRepo(remote=g.remote, branch=g.branch, workdir=settings.workdir / "repo",
+                   policies_dir=g.policies_dir, author_name=g.author_name, author_email=g.author_email)
+
+
 def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool = False,
                on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None) -> Deps:
-    g = settings.gitops
     if dry_run:   # works on a scratch copy: the real store (and its cursor) stay exactly as they were
         store = dry_run_store(settings, store)
     store = store or open_store(settings)
@@ -142,8 +147,7 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         settings=settings,
         store=store,
         metrics=build_metrics(settings, replay_shift_to=replay_shift_to),
-        repo=GitRepo(remote=g.remote, branch=g.branch, workdir=settings.workdir / "repo",
-                     policies_dir=g.policies_dir, author_name=g.author_name, author_email=g.author_email),
+        repo=build_repo(settings),
         prs=build_provider(settings),
         auditlog=JsonLinesAuditLog(paths=[Path(p) for p in settings.auditlog.paths]),
         playbooks=load_playbooks(),

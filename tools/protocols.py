@@ -86,6 +86,9 @@ class GitOpsRepo(Protocol):
     def file_log(self, *, path: str, limit: int = 20) -> list[CommitInfo]:
         """The commits of the base branch that changed ``path``, newest first (first parent only)."""
 
+    def reachable(self, *, timeout_s: float = 10) -> str | None:
+        """None when the remote answers with the base branch, else the problem (readiness probes)."""
+
 
 class PullRequests(Protocol):
     """A PR provider (local bare remote, GitHub, GitLab). Stateless: the records live in memory."""

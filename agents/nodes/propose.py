@@ -20,6 +20,7 @@ from agents.approvals import await_approval
 from agents.deps import Deps, audit, now_of, retrying
 from agents.edits import edited_files, relocate
 from agents.incidents import first_audit_seqs, open_pr_of
+from agents.logs import each_incident
 from agents.prbody import pr_body, pr_title
 from agents.state import CycleState, err
 from memory.records import FieldEdit, Incident, PullRequest, RemediationPlan, branch_name
@@ -39,7 +40,7 @@ def propose(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     errors: list[dict[str, Any]] = []
     pr_ids: list[str] = []
     posts: list[dict[str, Any]] = []
-    for pd in state.get("plans", []):
+    for pd in each_incident(state.get("plans", []), lambda d: str(d.get("incident_id"))):
         p = RemediationPlan.model_validate(pd)
         if p.guard_verdict == "deferred":
             errors.append(err("guard", p.incident_id, "; ".join(p.guard_reasons)))
