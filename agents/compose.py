@@ -136,7 +136,8 @@ def build_repo(settings: Settings) -> GitRepo:
 
 
 def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool = False,
-               on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None) -> Deps:
+               on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None,
+               on_preview: Callable[[str], None] | None = None) -> Deps:
     if dry_run:   # works on a scratch copy: the real store (and its cursor) stay exactly as they were
         store = dry_run_store(settings, store)
     store = store or open_store(settings)
@@ -158,6 +159,7 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         dry_run=dry_run,
         open_checkpointer=checkpoints,
         on_progress=on_progress or log_progress,
+        on_preview=on_preview,
     )
 
 

@@ -130,7 +130,11 @@ def _members(deps: Deps, inc: Incident, target: PullRequest | None) -> list[Inci
 
 
 def _dry_run_show(deps: Deps, branch: str, files: dict[str, str], title: str, body: str) -> None:
-    for fname, new in files.items():
+    """The PR a dry run would open: its branch and title, one unified diff per file, then its body."""
+    diffs = []
+    for fname, new in sorted(files.items()):
         old = deps.repo.read_file(path=fname) or ""
-        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{fname}", f"b/{fname}"))
-        deps.on_progress(f"--- {branch}: {title}\n{diff}\n{body}")
+        diffs.append("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{fname}", f"b/{fname}")))
+    show = deps.on_preview or deps.on_progress
+    show(f"=== would open PR {branch}: {title}\n" + "".join(d if d.endswith("\n") else d + "\n" for d in diffs)
+         + f"--- PR body ---\n{body}\n=== end of {branch}\n")
