@@ -425,9 +425,11 @@ def nab(data: Annotated[Path, typer.Option("--data", help="NAB data folder: <cat
 
 @app.command()
 def serve(config: ConfigOpt,
-          host: Annotated[str, typer.Option(help="address to listen on (put a TLS proxy in front for Slack)")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(min=1, max=65535)] = 8080) -> None:
-    """HTTP endpoint: Slack Approve/Reject buttons (POST /slack/interactions, signed), /healthz, /metrics."""
+          host: Annotated[str | None, typer.Option(help="address to listen on (default http.host, 127.0.0.1; "
+                                                       "put a TLS proxy in front for Slack)")] = None,
+          port: Annotated[int | None, typer.Option(min=1, max=65535, help="default http.port, 8080")] = None) -> None:
+    """HTTP endpoint: the review UI (/ui/), Slack Approve/Reject buttons (POST /slack/interactions, signed),
+    /healthz, /metrics."""
     setup_logging(False)
     from agents.http import serve as run_server
 

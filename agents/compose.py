@@ -129,6 +129,15 @@ def build_planner(settings: Settings, store: Store) -> LLMPlanner:
                       monthly_budget_usd=s.monthly_budget_usd, ledger=KVUsageLedger(store.get_kv, store.set_kv))
 
 
+def build_ui_token(settings: Settings) -> str | None:
+    """The review UI's bearer token (env REMEDIATOR_HTTP__UI_TOKEN or http.ui_token_file), or None."""
+    token = read_secret(settings.http.ui_token, settings.http.ui_token_file)
+    if token is not None and len(token) < 16:
+        raise ConfigError("http.ui_token_file: the review UI token must be at least 16 characters "
+                          "(e.g. openssl rand -hex 32)")
+    return token
+
+
 def build_repo(settings: Settings) -> GitRepo:
     g = settings.gitops
     return GitRepo(remote=g.remote, branch=g.branch, workdir=settings.workdir / "repo",

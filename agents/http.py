@@ -37,10 +37,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from agents.approvals import NothingToDecide, decide
-from agents.compose import build_deps, build_notifier, build_slack_signature
+from agents.compose import build_deps, build_notifier, build_slack_signature, build_ui_token
 from agents.config import ConfigError, Settings
 from agents.deps import Deps
 from agents.metrics import render, store_registry
+from agents.ui import mount_ui
 from tools.errors import TemporaryError, ToolError, scrub
 from tools.slack import ACTIONS, SlackNotifier, SlackSignature, outcome_blocks
 
@@ -263,6 +264,8 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
 
     app = FastAPI(title="remediator", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.interactions = handler
+    mount_ui(app, deps=lambda: handler.deps, settings=settings, token=build_ui_token(settings),
+             decide_lock=handler._decide_lock)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -297,9 +300,19 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *, log_level: str = "info") -> None:
-    """Run the HTTP app with uvicorn until SIGINT/SIGTERM."""
+def serve(settings: Settings, host: str | None = None, port: int | None = None, *, log_level: str = "info") -> None:
+    """Run the HTTP app with uvicorn until SIGINT/SIGTERM, on ``host``/``port`` (default: http.host,
+    http.port). A port that cannot be bound is a ConfigError naming the key."""
     import uvicorn  # only the serve command needs the server
 
+    from agents.probes import listen
+
+    host = host or settings.http.host
+    port = port or settings.http.port
     app = create_app(lambda: build_deps(settings), settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, server_header=False)
+    sock = listen(host, port, key="http.port")
+    log.info("serving the review UI on http://%s:%d/ui/ (Slack interactions, /metrics, /healthz)", host, port)
+    # log_config=None: uvicorn's records go through the process' handler (JSON lines off a terminal)
+    config = uvicorn.Config(app, log_level=log_level, proxy_headers=True, server_header=False, log_config=None,
+                            forwarded_allow_ips=",".join(settings.http.trusted_proxies))
+    uvicorn.Server(config).run(sockets=[sock])

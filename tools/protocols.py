@@ -115,6 +115,9 @@ class PullRequests(Protocol):
         """``(user, state)`` of each reviewer's standing verdict in the host (``APPROVED`` or
         ``CHANGES_REQUESTED``); ``[]`` where the host has no reviews (a plain git remote)."""
 
+    def diff(self, *, pr: PullRequest) -> str | None:
+        """The PR's change as a unified diff, or None when it cannot be told (the review UI shows it)."""
+
 
 class AuditAnchors(Protocol):
     """Copies of the audit chain head outside the database (Git commits in the GitOps remote)."""
