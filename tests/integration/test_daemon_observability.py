@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -114,6 +116,14 @@ def test_prometheus_sees_cycles_and_readyz_follows_the_store(daemon: tuple[str, 
 
     status, doc = get(f"{base}/readyz")
     assert status == 200 and doc == {"status": "ready", "checks": {"store": "ok", "git": "ok", "cycle": "ok"}}, doc
+    # the Dockerfile's HEALTHCHECK, as written there, answers 0 against this daemon (its port put in)
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    hc = re.search(r'^\s+CMD (python -c ".*?") \|\| exit 1$', dockerfile, re.M)
+    assert hc is not None and "127.0.0.1:9464/healthz" in hc.group(1)
+    probe = hc.group(1).replace("python", shlex.quote(sys.executable), 1).replace(":9464/", f":{addr.split(':')[1]}/")
+    assert subprocess.run(probe, shell=True, timeout=30).returncode == 0
+    dead = probe.replace(f":{addr.split(':')[1]}/", f":{free_port()}/")
+    assert subprocess.run(dead, shell=True, timeout=30, capture_output=True).returncode != 0   # nobody there
 
     for suffix in ("", "-wal", "-shm"):   # the store is gone
         Path(f"{db}{suffix}").unlink(missing_ok=True)
