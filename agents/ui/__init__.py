@@ -36,6 +36,7 @@ from agents.ui.auth import SESSION_COOKIE, Auth, User, cross_site
 from agents.ui.views import (
     SEVERITIES,
     BadFilter,
+    CycleReports,
     age,
     dashboard,
     incident_view,
@@ -79,6 +80,7 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
     """Add the review UI's routes to ``app``. ``token``: the bearer token (None: no token sign-in)."""
     env = _environment()
     auth = Auth(settings, token)
+    reports = CycleReports()
     if not auth.enabled:
         log.warning("review UI: no http.ui_token_file and no http.trusted_user_header: the pages are read-only")
 
@@ -123,7 +125,7 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
 
     @app.get(f"{PREFIX}/")
     def dashboard_page(request: Request) -> HTMLResponse:
-        return page(request, "dashboard.html", d=dashboard(deps().store), page="dashboard")
+        return page(request, "dashboard.html", d=dashboard(deps().store, reports=reports), page="dashboard")
 
     @app.get(f"{PREFIX}/incidents")
     def incidents_list(request: Request) -> HTMLResponse:
@@ -135,7 +137,7 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
 
     @app.get(PREFIX + "/incidents/{incident_id}")
     def incident_page(request: Request, incident_id: str) -> HTMLResponse:
-        v = incident_view(deps(), incident_id)
+        v = incident_view(deps(), incident_id, reports=reports)
         if v is None:
             return message(request, 404, "No such incident", f"There is no incident {incident_id!r}.",
                            back=f"{PREFIX}/incidents")

@@ -4,7 +4,9 @@ Plain functions returning plain data: the templates only lay it out."""
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +28,38 @@ REVERT_PREFIX = "remediator/revert/"
 
 class BadFilter(ValueError):
     """A filter value the list cannot use (the page says which)."""
+
+
+# ----------------------------------------------------------------------------- cycle reports
+
+class CycleReports:
+    """The newest cycle reports, read from the store once each: a finished cycle's report does not
+    change, so it is kept (at most ``keep``); a cycle still running is read again each time."""
+
+    def __init__(self, keep: int = 200) -> None:
+        self.keep = keep
+        self._done: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, store: Store, *, limit: int) -> list[dict[str, Any]]:
+        heads = store.cycle_heads(limit=limit)
+        with self._lock:
+            missing = [cid for cid, finished in heads if finished is None or cid not in self._done]
+        fresh = {c["cycle_id"]: c for c in store.list_cycles(limit=len(missing), ids=missing)} if missing else {}
+        with self._lock:
+            for cid, finished in heads:
+                if finished is not None and cid in fresh:
+                    self._done[cid] = fresh[cid]
+            out = [fresh.get(cid) or self._done.get(cid) for cid, _ in heads]
+            if len(self._done) > self.keep:
+                wanted = {cid for cid, _ in heads}
+                for cid in [c for c in self._done if c not in wanted][:len(self._done) - self.keep]:
+                    del self._done[cid]
+        return [c for c in out if c is not None]
+
+
+def _latest(store: Store, limit: int) -> list[dict[str, Any]]:
+    return store.list_cycles(limit=limit)
 
 
 # ----------------------------------------------------------------------------- incidents list
@@ -169,7 +203,11 @@ def plan_diff(plan: RemediationPlan | None) -> str:
     return "\n".join(out)
 
 
-def incident_view(deps: Deps, incident_id: str, *, cycles_back: int = 20) -> IncidentView | None:
+Reports = Callable[..., list[dict[str, Any]]]
+
+
+def incident_view(deps: Deps, incident_id: str, *, cycles_back: int = 20,
+                  reports: Reports | None = None) -> IncidentView | None:
     import json
 
     from agents.compliance import PR_BREAKS_KEY
@@ -190,7 +228,7 @@ def incident_view(deps: Deps, incident_id: str, *, cycles_back: int = 20) -> Inc
             src = "the PR's commits" if d is not None else "the plan's edits (the PR's commits are not in the clone)"
         with_diffs.append((p, d if d is not None else plan_diff(plan), src))
     findings = []
-    for c in store.list_cycles(limit=cycles_back):
+    for c in (reports or _latest)(store, limit=cycles_back):
         for f in (c.get("report") or {}).get("findings") or []:
             if f.get("kind") == inc.kind and f.get("service") == inc.service:
                 findings.append({"cycle_id": c["cycle_id"], "at": c["started_at"], **f})
@@ -241,7 +279,7 @@ def _avoided(inc: Incident) -> float:
     return 0.0
 
 
-def dashboard(store: Store, *, cycles_back: int = 50) -> Dashboard:
+def dashboard(store: Store, *, cycles_back: int = 50, reports: Reports | None = None) -> Dashboard:
     incidents = store.list_incidents()
     active = [i for i in incidents if i.status in ACTIVE_STATUSES]
     by_kind = Counter(str(i.kind) for i in active)
@@ -266,7 +304,7 @@ def dashboard(store: Store, *, cycles_back: int = 50) -> Dashboard:
             if inc is not None and iid not in reverted_incidents:
                 spend[iid] = _avoided(inc)
     spend_rows = sorted(((by_id[i], v) for i, v in spend.items() if v > 0), key=lambda x: -x[1])
-    cycles = store.list_cycles(limit=cycles_back)
+    cycles = (reports or _latest)(store, limit=cycles_back)
     return Dashboard(
         open_by_kind=[(k, by_kind.get(k, 0)) for k in KINDS],
         by_severity={s: sum(i.severity == s for i in active) for s in SEVERITIES},

@@ -127,3 +127,21 @@ def test_a_taken_port_is_a_config_error_naming_the_key() -> None:
             listen("127.0.0.1", sock.getsockname()[1])
     finally:
         sock.close()
+
+
+def test_cycle_reports_are_read_once_when_finished(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agents.ui.views import CycleReports
+
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    store.save_cycle(cycle_id="c1", started_at=t, finished_at=t + timedelta(seconds=5), report={"n": 1})
+    store.save_cycle(cycle_id="c2", started_at=t + timedelta(minutes=5), finished_at=None, report={"n": 2})
+    cache = CycleReports()
+    assert [c["report"]["n"] for c in cache(store, limit=10)] == [2, 1]
+    store.save_cycle(cycle_id="c2", started_at=t + timedelta(minutes=5), finished_at=t + timedelta(minutes=6),
+                     report={"n": 22})   # the running cycle finished: read again
+    store.save_cycle(cycle_id="c1", started_at=t, finished_at=t + timedelta(seconds=5), report={"n": 11})
+    assert [c["report"]["n"] for c in cache(store, limit=10)] == [22, 1]   # c1 was finished: kept
+    assert [c["cycle_id"] for c in cache(store, limit=1)] == ["c2"]
