@@ -41,6 +41,7 @@ from agents.compose import build_deps, build_notifier, build_slack_signature, bu
 from agents.config import ConfigError, Settings
 from agents.deps import Deps
 from agents.metrics import render, store_registry
+from agents.probes import Readiness
 from agents.ui import mount_ui
 from tools.errors import TemporaryError, ToolError, scrub
 from tools.slack import ACTIONS, SlackNotifier, SlackSignature, outcome_blocks
@@ -278,6 +279,18 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
 
     registry = store_registry(lambda: handler.deps.store, outcomes=lambda: dict(handler.outcomes),
                               monthly_budget_usd=settings.llm.monthly_budget_usd)
+
+    readiness = Readiness(settings=settings, store=lambda: handler.deps.store,
+                          git=lambda: handler.deps.repo.reachable(), cycles=None)
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        try:
+            ok, checks = readiness.check()
+        except (ToolError, ConfigError, OSError, SQLAlchemyError) as e:   # the deps could not even be built
+            ok, checks = False, {"deps": scrub(str(e))[:300]}
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -30,7 +30,7 @@ class Readiness:
     """The checks behind ``/readyz``; each answers None (fine) or what is wrong."""
 
     def __init__(self, *, settings: Settings, store: Callable[[], Store], git: Callable[[], str | None],
-                 cycles: CycleMetrics, clock: Callable[[], float] = time.time) -> None:
+                 cycles: CycleMetrics | None, clock: Callable[[], float] = time.time) -> None:
         self.settings, self.store, self.git, self.cycles, self.clock = settings, store, git, cycles, clock
         self._git_cache: tuple[float, str | None] | None = None
         self._git_lock = threading.Lock()
@@ -56,6 +56,8 @@ class Readiness:
             return self._git_cache[1]
 
     def cycle_problem(self) -> str | None:
+        if self.cycles is None:   # `serve` runs no cycles
+            return None
         limit = 2 * self.settings.scheduler.interval.total_seconds()
         last = self.cycles.last_end_at
         since = self.clock() - (last if last is not None else self.cycles.started)
@@ -66,7 +68,9 @@ class Readiness:
         return None
 
     def check(self) -> tuple[bool, dict[str, str]]:
-        checks = {"store": self.store_problem(), "git": self.git_problem(), "cycle": self.cycle_problem()}
+        checks = {"store": self.store_problem(), "git": self.git_problem()}
+        if self.cycles is not None:
+            checks["cycle"] = self.cycle_problem()
         return all(v is None for v in checks.values()), {k: v or "ok" for k, v in checks.items()}
 
 

@@ -46,6 +46,8 @@ def test_the_paths_a_new_user_tries(server: UIServer) -> None:
         assert dash.status_code == 200 and "Open incidents by kind" in dash.text
         assert "default-src 'none'" in dash.headers["content-security-policy"]
         assert "<script" not in dash.text and "http://" not in dash.text.replace(server.url, "")  # nothing fetched elsewhere
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "checks": {"store": "ok", "git": "ok"}}
         css = c.get("/ui/static/ui.css")
         assert css.status_code == 200 and "text/css" in css.headers["content-type"]
 
