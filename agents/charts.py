@@ -171,6 +171,48 @@ def svg_chart(ev: dict[str, Any], *, width: int = 720, height: int = 220, title:
     return "".join(parts)
 
 
+def svg_distributions(ev: dict[str, Any], *, width: int = 720, title: str = "") -> str:
+    """Model drift's evidence: the share of each prediction class now and in the baseline, as paired
+    horizontal bars. Empty string when the evidence has no such pair of distributions."""
+    cur, base = ev.get("current_distribution"), ev.get("baseline_distribution")
+    if not isinstance(cur, dict) or not isinstance(base, dict):
+        return ""
+    classes = sorted(set(cur) | set(base), key=str)[:20]
+
+    def share(d: dict[str, Any], k: str) -> float:
+        v = d.get(k, 0.0)
+        return float(v) if isinstance(v, int | float) and math.isfinite(v) and v >= 0 else 0.0
+
+    if not classes:
+        return ""
+    top = max(max(share(cur, k), share(base, k)) for k in classes) or 1.0
+    left, bar_h, gap = 150, 10, 10
+    pw = width - left - 60
+    height = 44 + len(classes) * (2 * bar_h + gap) + 10
+    versions = f"{ev.get('current_version', 'current')} vs {ev.get('baseline_version', 'baseline')}"
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" aria-label="{escape(title or "prediction classes", quote=True)}">',
+             f'<text class="unit" x="{left}" y="14">share of predictions by class: {escape(versions)}'
+             f'{" - " + escape(title) if title else ""}</text>',
+             f'<rect class="legend-current" x="{left}" y="22" width="10" height="10"/>'
+             f'<text class="tick" x="{left + 14}" y="31">now</text>',
+             f'<rect class="legend-baseline" x="{left + 60}" y="22" width="10" height="10"/>'
+             f'<text class="tick" x="{left + 74}" y="31">baseline</text>']
+    y = 44
+    for k in classes:
+        c, b = share(cur, k), share(base, k)
+        parts.append(f'<text class="tick" x="{left - 8}" y="{y + bar_h + 4}" text-anchor="end">{escape(str(k)[:24])}</text>')
+        parts.append(f'<rect class="current" x="{left}" y="{y}" width="{max(1.0, c / top * pw):.1f}" height="{bar_h}">'
+                     f'<title>now {c:.1%}</title></rect>')
+        parts.append(f'<text class="tick" x="{left + c / top * pw + 4:.1f}" y="{y + bar_h - 1}">{c:.1%}</text>')
+        parts.append(f'<rect class="baseline" x="{left}" y="{y + bar_h}" width="{max(1.0, b / top * pw):.1f}" '
+                     f'height="{bar_h}"><title>baseline {b:.1%}</title></rect>')
+        parts.append(f'<text class="tick" x="{left + b / top * pw + 4:.1f}" y="{y + 2 * bar_h - 1}">{b:.1%}</text>')
+        y += 2 * bar_h + gap
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 # ------------------------------------------------------------------------------------ lines
 
 def _scalar(v: Any) -> str:
@@ -220,4 +262,4 @@ def evidence_lines(ev: dict[str, Any], *, skip: tuple[str, ...] = ("points",), i
     return out
 
 
-__all__ = ["Series", "evidence_lines", "series_of", "svg_chart", "text_chart"]
+__all__ = ["Series", "evidence_lines", "series_of", "svg_chart", "svg_distributions", "text_chart"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agents.charts import evidence_lines, svg_chart
+from agents.charts import evidence_lines, svg_chart, svg_distributions
 from agents.compliance import posture_since
 from agents.config import parse_duration
 from agents.deps import Deps
@@ -239,7 +239,8 @@ def incident_view(deps: Deps, incident_id: str, *, cycles_back: int = 20,
     open_pr = next((p for p in prs if p.status == "open"), None)
     refused = json.loads(store.get_kv(PR_BREAKS_KEY.format(open_pr.id)) or "[]") if open_pr is not None else []
     return IncidentView(
-        incident=inc, chart_svg=svg_chart(inc.evidence, title=f"{inc.kind} {inc.service}"),
+        incident=inc, chart_svg=svg_chart(inc.evidence, title=f"{inc.kind} {inc.service}")
+        or svg_distributions(inc.evidence, title=inc.service),
         evidence=evidence_lines(inc.evidence), findings=findings, plan=plan,
         guard_rules=GUARD_RULES, prs=with_diffs, decisions=list(reversed(store.list_decisions(incident_id=inc.id))),
         audit=audit, chain_ok=chain.ok, chain_text=chain_text,

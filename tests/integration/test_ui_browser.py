@@ -147,6 +147,8 @@ def test_cross_site_and_signed_out_decisions_are_refused(server: UIServer, brows
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "login").click()
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "approve")))
+    assert browser.find_element(By.CSS_SELECTOR, "#evidence svg.chart rect.current").is_displayed()
+    shot(browser, shots, "07-drift-incident")
     # ...the user visits another site whose page posts a "reject" to the UI
     _Attacker.target = target
     evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Attacker)
@@ -156,7 +158,7 @@ def test_cross_site_and_signed_out_decisions_are_refused(server: UIServer, brows
         WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "message")))
         assert browser.current_url == target
         assert "another site" in browser.find_element(By.ID, "message").text
-        shot(browser, shots, "07-cross-site-refused")
+        shot(browser, shots, "08-cross-site-refused")
     finally:
         evil.shutdown()
         evil.server_close()
@@ -170,7 +172,7 @@ def test_cross_site_and_signed_out_decisions_are_refused(server: UIServer, brows
         "document.body.appendChild(f); f.submit();", target)
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "message")))
     assert "Only a signed-in reviewer" in browser.find_element(By.ID, "message").text
-    shot(browser, shots, "08-signed-out-refused")
+    shot(browser, shots, "09-signed-out-refused")
 
     store = Store.open_existing(load_settings(server.config).memory.url)
     assert store.list_decisions(incident_id=inc["id"]) == [] and store.get_incident(inc["id"]).status == "proposed"

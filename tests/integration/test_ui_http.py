@@ -91,6 +91,10 @@ def test_incident_page_shows_every_part(server: UIServer) -> None:
         assert re.search(r'<span class="add">\+\s+maxReplicas: 3</span>', page)
         assert 'id="approve"' not in page and "Sign in</a> to approve or reject" in page   # anonymous: no buttons
         assert c.get("/ui/incidents/inc-nope").status_code == 404
+        drift = c.get(f"/ui/incidents/{server.incident('model_drift')['id']}").text   # no series: class shares
+        svg = re.search(r"<svg xmlns=.*?</svg>", drift, re.S)
+        assert svg is not None and {"current", "baseline"} <= {el.get("class") for el in ET.fromstring(svg.group(0)).iter()}
+        assert "rollback_model_version" in drift
 
 
 def _csrf(page: str) -> str:

@@ -59,3 +59,17 @@ def test_svg_chart_is_well_formed_and_escapes_the_title() -> None:
     assert root.find(f"{ns}polyline") is not None
     classes = {el.get("class") for el in root.iter()}
     assert {"band", "excursion", "signal"} <= classes
+
+
+def test_drift_distributions_as_bars() -> None:
+    from agents.charts import svg_distributions
+
+    ev = {"current_version": "2.1.0", "baseline_version": "2.0.0",
+          "current_distribution": {"cat": 0.5, "<dog>": 0.5}, "baseline_distribution": {"cat": 0.9, "<dog>": 0.1}}
+    svg = svg_distributions(ev)
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = {(r.get("class"), r.findtext(f"{ns}title")) for r in root.iter(f"{ns}rect") if r.findtext(f"{ns}title")}
+    assert bars == {("current", "now 50.0%"), ("baseline", "baseline 90.0%"), ("baseline", "baseline 10.0%")}
+    assert "&lt;dog&gt;" in svg and "2.1.0 vs 2.0.0" in svg
+    assert svg_distributions({"current_distribution": {"a": 1}}) == ""
