@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
 from agents.config import ConfigError, Settings
@@ -100,6 +100,7 @@ def create_probe_app(readiness: Readiness, registry: CollectorRegistry) -> FastA
 def daemon_registry(settings: Settings, store: Callable[[], Store]) -> tuple[CollectorRegistry, CycleMetrics]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, monthly_budget_usd=settings.llm.monthly_budget_usd))
+    ProcessCollector(registry=registry)   # process_* (CPU, memory, fds, start time) of the daemon
     return registry, CycleMetrics(registry)
 
 

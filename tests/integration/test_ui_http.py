@@ -161,6 +161,12 @@ def test_bearer_approve_merges_through_the_same_path(server: UIServer) -> None:
     main = git.Repo(server.remote).heads["main"].commit
     assert "maxReplicas: 3" in (main.tree / "apps/ml-serving/image-captioner.yaml").data_stream.read().decode()
     assert store.audit.verify().ok
+    # the dashboard counts the merge and the spend it avoids (the anomaly's extra $/month, method stated)
+    extra = store.get_incident(inc["id"]).evidence["extra_usd_per_month"]
+    with client(server) as c:
+        dash = c.get("/ui/").text
+    assert f"${extra:,.0f} <span" in dash and "Method:" in dash
+    assert re.search(r"<th>merged</th><td class=\"num\">1</td>", dash)
 
 
 def test_no_auth_configured_means_read_only(tmp_path: Path) -> None:
