@@ -209,10 +209,19 @@ class HTTPSettings(Section):
     ui_token_file: Path | None = Field(default=None, description="file holding the review UI's bearer token")
     ui_token_user: str = Field(default="token", min_length=1, max_length=100, description=(
         "who a decision taken with the bearer token is recorded as (ui:<this>)"))
+    ui_require_sign_in: bool = Field(default=False, description=(
+        "the review UI's pages too (not only its decisions) need a signed-in user"))
     trusted_user_header: str | None = Field(default=None, description=(
         "header set by an authenticating proxy (e.g. X-Forwarded-User); believed only from trusted_proxies"))
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"], description=(
         "addresses or CIDRs of the proxies whose trusted_user_header is believed"))
+
+    @model_validator(mode="after")
+    def _sign_in_possible(self) -> HTTPSettings:
+        if self.ui_require_sign_in and self.ui_token is None and self.ui_token_file is None \
+                and self.trusted_user_header is None:
+            raise ValueError("ui_require_sign_in needs a way to sign in: http.ui_token_file or http.trusted_user_header")
+        return self
 
     @field_validator("trusted_user_header")
     @classmethod

@@ -95,6 +95,16 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
                 kind: str = "error") -> HTMLResponse:
         return page(request, "message.html", status, heading=heading, message=text, back=back, kind=kind, page="")
 
+    def sign_in_first(request: Request) -> Response | None:
+        """With http.ui_require_sign_in, a page for signed-in users only: the sign-in page, or 401."""
+        if not settings.http.ui_require_sign_in or auth.user(request) is not None:
+            return None
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if auth.can_login:
+            return RedirectResponse(f"{PREFIX}/login?next={quote(path)}", status_code=303)
+        return message(request, 401, "Sign in first", "These pages are for signed-in reviewers "
+                       "(http.ui_require_sign_in); sign in through your proxy.")
+
     async def form(request: Request) -> dict[str, str] | None:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_FORM):
@@ -124,11 +134,15 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
         return RedirectResponse(f"{PREFIX}/", status_code=302)
 
     @app.get(f"{PREFIX}/")
-    def dashboard_page(request: Request) -> HTMLResponse:
+    def dashboard_page(request: Request) -> Response:
+        if (gate := sign_in_first(request)) is not None:
+            return gate
         return page(request, "dashboard.html", d=dashboard(deps().store, reports=reports), page="dashboard")
 
     @app.get(f"{PREFIX}/incidents")
-    def incidents_list(request: Request) -> HTMLResponse:
+    def incidents_list(request: Request) -> Response:
+        if (gate := sign_in_first(request)) is not None:
+            return gate
         try:
             f = parse_filters(dict(request.query_params))
         except BadFilter as e:
@@ -136,7 +150,9 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
         return page(request, "incidents.html", f=f, p=incidents_page(deps().store, f), error=None, page="incidents")
 
     @app.get(PREFIX + "/incidents/{incident_id}")
-    def incident_page(request: Request, incident_id: str) -> HTMLResponse:
+    def incident_page(request: Request, incident_id: str) -> Response:
+        if (gate := sign_in_first(request)) is not None:
+            return gate
         v = incident_view(deps(), incident_id, reports=reports)
         if v is None:
             return message(request, 404, "No such incident", f"There is no incident {incident_id!r}.",

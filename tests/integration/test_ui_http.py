@@ -182,3 +182,19 @@ def test_no_auth_configured_means_read_only(tmp_path: Path) -> None:
     finally:
         uiserver.stop(s.proc)
     assert Store.open_existing(load_settings(s.config).memory.url).list_decisions() == []
+
+
+def test_pages_can_require_sign_in(tmp_path: Path) -> None:
+    s = uiserver.start(tmp_path / "private", http={"ui_require_sign_in": True})
+    try:
+        inc = s.incident("cost_anomaly")
+        with client(s) as c:
+            for path in ("/ui/", "/ui/incidents?kind=cost_anomaly", f"/ui/incidents/{inc['id']}"):
+                r = c.get(path)
+                assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next=/ui/"), path
+                assert inc["id"] not in r.text
+            assert c.get("/ui/login").status_code == 200 and c.get("/ui/static/ui.css").status_code == 200
+            page = c.get(f"/ui/incidents/{inc['id']}", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert page.status_code == 200 and inc["id"] in page.text
+    finally:
+        uiserver.stop(s.proc)

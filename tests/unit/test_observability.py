@@ -116,6 +116,8 @@ def test_http_config_errors_name_the_field(tmp_path: Path) -> None:
         _settings(tmp_path, trusted_user_header="X Forwarded: User")
     with pytest.raises(ConfigError, match="http.trusted_proxies"):
         _settings(tmp_path, trusted_proxies=["proxy.example"])
+    with pytest.raises(ConfigError, match="http: .*ui_require_sign_in needs a way to sign in"):
+        _settings(tmp_path, ui_require_sign_in=True)
     with pytest.raises(ConfigError, match="http.bogus"):
         _settings(tmp_path, bogus=1)
 
