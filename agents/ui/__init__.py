@@ -32,7 +32,7 @@ from agents.approvals import NothingToDecide, decide
 from agents.config import ConfigError, Settings
 from agents.deps import Deps
 from agents.metrics import KINDS, STATUSES
-from agents.ui.auth import SESSION_COOKIE, Auth, User, cross_site
+from agents.ui.auth import SESSION_COOKIE, Auth, LoginThrottle, User, cross_site
 from agents.ui.views import (
     SEVERITIES,
     BadFilter,
@@ -81,6 +81,7 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
     env = _environment()
     auth = Auth(settings, token)
     reports = CycleReports()
+    throttle = LoginThrottle()
     if not auth.enabled:
         log.warning("review UI: no http.ui_token_file and no http.trusted_user_header: the pages are read-only")
 
@@ -224,8 +225,13 @@ def mount_ui(app: FastAPI, *, deps: Callable[[], Deps], settings: Settings, toke
             return message(request, 403, "Refused", "Sign in from this site's own sign-in page.")
         data = await form(request) or {}
         nxt = _safe_next(data.get("next"))
+        client = request.client.host if request.client else "?"
+        if throttle.blocked(client):
+            return page(request, "login.html", 429, next=nxt, page="",
+                        error="Too many failed sign-ins from your address; wait a few minutes.")
         if not auth.check_token(data.get("token", "")):
-            log.warning("review UI: failed sign-in from %s", request.client.host if request.client else "?")
+            throttle.failed(client)
+            log.warning("review UI: failed sign-in from %s", client)
             return page(request, "login.html", 401, next=nxt, error="That token is not right.", page="")
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(SESSION_COOKIE, auth.session_cookie(auth.token_user), httponly=True, samesite="strict",

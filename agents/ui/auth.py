@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -113,6 +114,36 @@ class Auth:
         return bool(given) and hmac.compare_digest(str(given), self.csrf_token(user))
 
 
+class LoginThrottle:
+    """At most ``limit`` failed sign-ins per client address within ``window_s`` (then 429 until the
+    oldest failure ages out). Per process, in memory."""
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(client, []) if now - t < self.window_s]
+        if kept:
+            self._failures[client] = kept
+        else:
+            self._failures.pop(client, None)
+        return kept
+
+    def blocked(self, client: str, now: float | None = None) -> bool:
+        with self._lock:
+            return len(self._recent(client, time.time() if now is None else now)) >= self.limit
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        with self._lock:
+            t = time.time() if now is None else now
+            self._failures[client] = [*self._recent(client, t), t]
+            if len(self._failures) > 10_000:   # bounded: forget the quietest clients
+                for key in sorted(self._failures, key=lambda k: self._failures[k][-1])[:1000]:
+                    del self._failures[key]
+
+
 def cross_site(request: Request) -> str | None:
     """Why a state-changing request looks cross-site (None when it does not): a browser sends
     ``Sec-Fetch-Site`` and ``Origin`` on a form POST; either naming another site refuses it."""
@@ -127,4 +158,4 @@ def cross_site(request: Request) -> str | None:
     return None
 
 
-__all__ = ["SESSION_COOKIE", "Auth", "User", "cross_site"]
+__all__ = ["SESSION_COOKIE", "Auth", "LoginThrottle", "User", "cross_site"]

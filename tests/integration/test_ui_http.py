@@ -196,5 +196,9 @@ def test_pages_can_require_sign_in(tmp_path: Path) -> None:
             assert c.get("/ui/login").status_code == 200 and c.get("/ui/static/ui.css").status_code == 200
             page = c.get(f"/ui/incidents/{inc['id']}", headers={"Authorization": f"Bearer {TOKEN}"})
             assert page.status_code == 200 and inc["id"] in page.text
+            # guessing the token: five failures, then even the right one waits
+            assert [c.post("/ui/login", data={"token": f"guess-{i}"}).status_code for i in range(5)] == [401] * 5
+            r = c.post("/ui/login", data={"token": TOKEN})
+            assert r.status_code == 429 and "Too many failed sign-ins" in r.text and "set-cookie" not in r.headers
     finally:
         uiserver.stop(s.proc)

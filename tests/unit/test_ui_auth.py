@@ -65,3 +65,14 @@ def test_cross_site_requests() -> None:
     assert cross_site(req(headers={"Origin": "null"})) is not None
     assert cross_site(req(headers={"Sec-Fetch-Site": "same-site"})) is not None
     assert cross_site(req(headers={"Sec-Fetch-Site": "cross-site"})) is not None
+
+
+def test_login_throttle() -> None:
+    from agents.ui.auth import LoginThrottle
+
+    t = LoginThrottle(limit=3, window_s=60)
+    for i in range(3):
+        assert not t.blocked("10.0.0.1", now=100 + i)
+        t.failed("10.0.0.1", now=100 + i)
+    assert t.blocked("10.0.0.1", now=103) and not t.blocked("10.0.0.2", now=103)
+    assert not t.blocked("10.0.0.1", now=161)   # the first failure aged out
