@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/remediator --create-home remediator
+ && groupadd --system --gid 10001 remediator \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/remediator --create-home remediator
 
 WORKDIR /opt/remediator
 COPY pyproject.toml README.md ./
@@ -22,10 +23,16 @@ ARG TORCH_INDEX_URL=""
 RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0; fi \
  && pip install ".[postgres]"
 
-USER remediator
-ENV XDG_STATE_HOME=/var/lib/remediator
+# numeric, so a runAsNonRoot admission check can verify it without reading /etc/passwd
+USER 10001:10001
+# listen on every interface in the container: the daemon's /metrics /healthz /readyz on 9464,
+# `remediator serve` (review UI, Slack) on 8080
+ENV XDG_STATE_HOME=/var/lib/remediator REMEDIATOR_HTTP__HOST=0.0.0.0 REMEDIATOR_HTTP__DAEMON_PORT=9464 \
+    REMEDIATOR_HTTP__PORT=8080
+EXPOSE 9464 8080
 VOLUME ["/var/lib/remediator"]
-HEALTHCHECK --interval=60s --timeout=20s --start-period=30s --retries=3 \
-  CMD remediator audit verify --chain-only --config /etc/remediator/remediator.yaml >/dev/null || exit 1
+# liveness of the daemon (for `serve`, probe 8080 instead); readiness is /readyz
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=5)" || exit 1
 ENTRYPOINT ["remediator"]
 CMD ["daemon", "--config", "/etc/remediator/remediator.yaml"]

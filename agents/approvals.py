@@ -22,6 +22,7 @@ from langgraph.types import Command, interrupt
 from agents.compliance import PR_BREAKS_KEY
 from agents.config import ConfigError
 from agents.deps import Checkpointer, Deps
+from agents.logs import incident_scope
 from agents.verify import remember_reference
 from memory.records import Decision, PullRequest, new_id
 from tools.errors import ToolError
@@ -82,7 +83,13 @@ def _start(deps: Deps, graph: ApprovalGraph, incident_id: str) -> None:
 def decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: str, reason: str = "") -> Decision:
     """Approve (merge the open PR, or label it where merges are left to humans) or reject (close it;
     not re-proposed within the cooldown). Idempotent: an incident no longer awaiting a decision
-    returns its earlier decision and changes nothing."""
+    returns its earlier decision and changes nothing. The one decision path of Slack, the CLI, the
+    review UI and PR reviews."""
+    with incident_scope(incident_id):
+        return _decide(deps, incident_id=incident_id, verdict=verdict, actor=actor, source=source, reason=reason)
+
+
+def _decide(deps: Deps, *, incident_id: str, verdict: str, actor: str, source: str, reason: str) -> Decision:
     if verdict not in ("approve", "reject"):
         raise ConfigError(f"verdict must be approve or reject, not {verdict!r}")
     store = deps.store

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agents.config import ConfigError, Settings, env_log_level, load_settings, local_user
+from agents.config import ConfigError, Settings, env_log_format, env_log_level, load_settings, local_user
 from tools.errors import printable, scrub
 
 if TYPE_CHECKING:
@@ -47,6 +47,27 @@ incidents_app = typer.Typer(help="Incidents: what was detected and where it stan
 decisions_app = typer.Typer(help="Decisions: approve or reject proposed remediations (without Slack).",
                             no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit trail of every decision.", no_args_is_help=True)
+def version_string() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"remediator {version('remediator')}"
+    except PackageNotFoundError:
+        return "remediator (version unknown: not installed as a package)"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(version_string())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """remediator keeps GitOps-managed AI workloads cheap, fair and as declared."""
+
+
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(audit_app, name="audit")
@@ -85,11 +106,20 @@ class SafeLogFilter(logging.Filter):
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Logs on stderr: one JSON object per line (with cycle and incident ids when known), or plain
+    text on a terminal; ``REMEDIATOR_LOG_FORMAT=json|text`` forces one."""
+    from agents.logs import ContextFilter, formatter
+
+    fmt = env_log_format()
+    if fmt not in ("auto", "json", "text"):
+        raise ConfigError(f"REMEDIATOR_LOG_FORMAT: must be auto, json or text, not {fmt!r}")
     level = logging.DEBUG if verbose else getattr(logging, env_log_level(), logging.INFO)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, SafeLogFilter) for f in handler.filters):
             handler.addFilter(SafeLogFilter())
+            handler.addFilter(ContextFilter())
+            handler.setFormatter(formatter(fmt, tty=sys.stderr.isatty()))
     for noisy in ("urllib3", "git", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -117,13 +147,21 @@ def run_once(config: ConfigOpt, json_out: JsonOpt = False,
     from agents.graph import run_cycle
 
     settings = _settings(config)
-    deps = build_deps(settings, dry_run=dry_run, on_progress=lambda m: log.info(m))
+    # a dry run shows each PR it would open on stdout (with --json, stdout is the report: on stderr)
+    preview = _preview if dry_run and not json_out else None
+    deps = build_deps(settings, dry_run=dry_run, on_progress=lambda m: log.info(m), on_preview=preview)
     with cycle_checkpointer(settings, dry_run=dry_run) as cp:
         report = run_cycle(deps, cp, wait=wait)
     if json_out:
         _print_json(report)
     else:
         _print_report(report)
+
+
+def _preview(text: str) -> None:
+    for line in text.splitlines():
+        _line(line)
+    sys.stdout.flush()
 
 
 def _print_report(r: dict[str, Any]) -> None:
@@ -206,7 +244,16 @@ def incidents_show(incident_id: str, config: ConfigOpt, json_out: JsonOpt = Fals
     _line(f"{inc.id} {inc.kind} {inc.service} [{inc.severity}] {inc.status}")
     _line(f"  {inc.summary}")
     _line(f"  opened {inc.opened_at:%Y-%m-%d %H:%M}Z, last seen {inc.last_seen_at:%Y-%m-%d %H:%M}Z, fingerprint {inc.fingerprint}")
-    _line("  evidence: " + json.dumps({k: v for k, v in inc.evidence.items() if k != "points"}, default=str)[:1500])
+    from agents.charts import evidence_lines, text_chart
+
+    _line("  evidence:")
+    for text in evidence_lines(inc.evidence, indent="    "):
+        _line(text[:400])
+    chart = text_chart(inc.evidence)
+    if chart:
+        _line("  signal:")
+        for text in chart:
+            _line("    " + text)
     if plan:
         _line(f"  plan {plan.id}: {plan.playbook} by {plan.planner} planner; guard: {plan.guard_verdict} "
               f"{'; '.join(plan.guard_reasons)}")
@@ -378,9 +425,11 @@ def nab(data: Annotated[Path, typer.Option("--data", help="NAB data folder: <cat
 
 @app.command()
 def serve(config: ConfigOpt,
-          host: Annotated[str, typer.Option(help="address to listen on (put a TLS proxy in front for Slack)")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(min=1, max=65535)] = 8080) -> None:
-    """HTTP endpoint: Slack Approve/Reject buttons (POST /slack/interactions, signed), /healthz, /metrics."""
+          host: Annotated[str | None, typer.Option(help="address to listen on (default http.host, 127.0.0.1; "
+                                                       "put a TLS proxy in front for Slack)")] = None,
+          port: Annotated[int | None, typer.Option(min=1, max=65535, help="default http.port, 8080")] = None) -> None:
+    """HTTP endpoint: the review UI (/ui/), Slack Approve/Reject buttons (POST /slack/interactions, signed),
+    /healthz, /metrics."""
     setup_logging(False)
     from agents.http import serve as run_server
 

@@ -129,9 +129,24 @@ def build_planner(settings: Settings, store: Store) -> LLMPlanner:
                       monthly_budget_usd=s.monthly_budget_usd, ledger=KVUsageLedger(store.get_kv, store.set_kv))
 
 
-def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool = False,
-               on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None) -> Deps:
+def build_ui_token(settings: Settings) -> str | None:
+    """The review UI's bearer token (env REMEDIATOR_HTTP__UI_TOKEN or http.ui_token_file), or None."""
+    token = read_secret(settings.http.ui_token, settings.http.ui_token_file)
+    if token is not None and len(token) < 16:
+        raise ConfigError("http.ui_token_file: the review UI token must be at least 16 characters "
+                          "(e.g. openssl rand -hex 32)")
+    return token
+
+
+def build_repo(settings: Settings) -> GitRepo:
     g = settings.gitops
+    return GitRepo(remote=g.remote, branch=g.branch, workdir=settings.workdir / "repo",
+                   policies_dir=g.policies_dir, author_name=g.author_name, author_email=g.author_email)
+
+
+def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool = False,
+               on_progress: Callable[[str], None] | None = None, replay_shift_to: datetime | None = None,
+               on_preview: Callable[[str], None] | None = None) -> Deps:
     if dry_run:   # works on a scratch copy: the real store (and its cursor) stay exactly as they were
         store = dry_run_store(settings, store)
     store = store or open_store(settings)
@@ -142,8 +157,7 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         settings=settings,
         store=store,
         metrics=build_metrics(settings, replay_shift_to=replay_shift_to),
-        repo=GitRepo(remote=g.remote, branch=g.branch, workdir=settings.workdir / "repo",
-                     policies_dir=g.policies_dir, author_name=g.author_name, author_email=g.author_email),
+        repo=build_repo(settings),
         prs=build_provider(settings),
         auditlog=JsonLinesAuditLog(paths=[Path(p) for p in settings.auditlog.paths]),
         playbooks=load_playbooks(),
@@ -154,6 +168,7 @@ def build_deps(settings: Settings, *, store: Store | None = None, dry_run: bool 
         dry_run=dry_run,
         open_checkpointer=checkpoints,
         on_progress=on_progress or log_progress,
+        on_preview=on_preview,
     )
 
 

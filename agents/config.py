@@ -197,6 +197,52 @@ class AuditSettings(Section):
     _dur = field_validator("anchor_interval", mode="before")(lambda v: parse_duration(v))
 
 
+class HTTPSettings(Section):
+    """Where ``serve`` (review UI, Slack, /metrics) and the ``daemon`` (/metrics, /healthz, /readyz) listen,
+    and who may decide in the review UI."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="address serve and daemon listen on")
+    port: int = Field(default=8080, ge=1, le=65535, description="port of `remediator serve`")
+    daemon_port: int = Field(default=9464, ge=0, le=65535, description=(
+        "port of the daemon's /metrics, /healthz, /readyz (0: not served)"))
+    ui_token: SecretStr | None = Field(default=None, description="env REMEDIATOR_HTTP__UI_TOKEN only")
+    ui_token_file: Path | None = Field(default=None, description="file holding the review UI's bearer token")
+    ui_token_user: str = Field(default="token", min_length=1, max_length=100, description=(
+        "who a decision taken with the bearer token is recorded as (ui:<this>)"))
+    ui_require_sign_in: bool = Field(default=False, description=(
+        "the review UI's pages too (not only its decisions) need a signed-in user"))
+    trusted_user_header: str | None = Field(default=None, description=(
+        "header set by an authenticating proxy (e.g. X-Forwarded-User); believed only from trusted_proxies"))
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"], description=(
+        "addresses or CIDRs of the proxies whose trusted_user_header is believed"))
+
+    @model_validator(mode="after")
+    def _sign_in_possible(self) -> HTTPSettings:
+        if self.ui_require_sign_in and self.ui_token is None and self.ui_token_file is None \
+                and self.trusted_user_header is None:
+            raise ValueError("ui_require_sign_in needs a way to sign in: http.ui_token_file or http.trusted_user_header")
+        return self
+
+    @field_validator("trusted_user_header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,100}", v):
+            raise ValueError("must be an HTTP header name (letters, digits, dashes), e.g. X-Forwarded-User")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR") from None
+        return v
+
+
 class Settings(BaseSettings):
     """The whole daemon config. Unknown keys are errors (a typo must not be silently ignored)."""
 
@@ -214,6 +260,7 @@ class Settings(BaseSettings):
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    http: HTTPSettings = Field(default_factory=HTTPSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -252,7 +299,8 @@ class Settings(BaseSettings):
         return self.state_dir / "git" / slug
 
 
-SECRET_KEYS = {("gitops", "token"), ("llm", "api_key"), ("slack", "bot_token"), ("slack", "signing_secret")}
+SECRET_KEYS = {("gitops", "token"), ("llm", "api_key"), ("slack", "bot_token"), ("slack", "signing_secret"),
+               ("http", "ui_token")}
 
 
 class ConfigError(Exception):
@@ -337,6 +385,11 @@ def state_home() -> Path:
 def env_log_level(default: str = "INFO") -> str:
     """``$REMEDIATOR_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR)."""
     return os.environ.get("REMEDIATOR_LOG_LEVEL", default).upper()
+
+
+def env_log_format() -> str:
+    """``$REMEDIATOR_LOG_FORMAT``: ``json``, ``text`` or ``auto`` (default: text on a terminal, else JSON)."""
+    return os.environ.get("REMEDIATOR_LOG_FORMAT", "auto").lower()
 
 
 def local_user(default: str = "cli") -> str:

@@ -125,6 +125,7 @@ def run_demo(state_dir: Path | None, *, cycles: int = 2, json_out: bool = False)
     out(f"  remediator incidents show <incident-id> --config {cfg_path}     # evidence, plan, why")
     out(f"  remediator decisions approve <incident-id> --config {cfg_path}  # merges the PR into main")
     out(f"  remediator audit verify --config {cfg_path}")
+    out(f"  remediator serve --config {cfg_path}     # the review UI (read-only) on http://127.0.0.1:8080/ui/")
     out(f"  git --git-dir={remote} log --all --oneline")
 
 

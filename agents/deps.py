@@ -74,6 +74,8 @@ class Deps:
     checkpointer: Checkpointer | None = None
     open_checkpointer: Callable[[], AbstractContextManager[Checkpointer]] = _no_checkpoints
     on_progress: Callable[[str], None] = log_progress
+    # where a dry run shows each PR it would open (diff and body); None: on_progress
+    on_preview: Callable[[str], None] | None = None
     views: ViewCache = field(default_factory=ViewCache, compare=False)
 
     def checkpoints(self) -> AbstractContextManager[Checkpointer]:

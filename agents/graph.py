@@ -24,6 +24,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agents.deps import Checkpointer, Deps
+from agents.logs import cycle_scope
 from agents.nodes.correlate import correlate
 from agents.nodes.detect import detect
 from agents.nodes.guard import guard
@@ -133,14 +134,16 @@ def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *
     """Run the graph; a stage that raises ends the cycle (recorded, marker cleared, CycleFailed).
     Only a process that dies (a signal, BaseException) leaves the marker for the next run to resume."""
     try:
-        return cast(CycleState, graph.invoke(state, cfg, context=deps))
+        with cycle_scope(cycle_id):
+            return cast(CycleState, graph.invoke(state, cfg, context=deps))
     except CycleAborted:
         deps.store.set_kv(INFLIGHT_KEY, "")  # nothing was done; the next run starts afresh
         raise
     except Exception as e:
         stage = ", ".join(graph.get_state(cfg).next) or "?"
         message = str(e) if isinstance(e, StageError) else printable(scrub(f"{type(e).__name__}: {e}"))[:500]
-        log.error("cycle %s failed in stage %s: %s", cycle_id, stage, message, exc_info=log.isEnabledFor(logging.DEBUG))
+        log.error("cycle %s failed in stage %s: %s", cycle_id, stage, message, exc_info=log.isEnabledFor(logging.DEBUG),
+                  extra={"cycle_id": cycle_id, "stage": stage})
         deps.store.set_kv(INFLIGHT_KEY, "")
         deps.store.audit.append(stage="cycle", action="failed", subject=cycle_id, cycle_id=cycle_id,
                                 data={"stage": stage, "error": message})
@@ -149,8 +152,10 @@ def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *
             deps.store.save_cycle(cycle_id=cycle_id, started_at=started, finished_at=datetime.now(UTC), report={
                 "cycle_id": cycle_id, "started_at": started_at, "findings": [], "incidents": [], "pull_requests": [],
                 "notifications": [], "errors": [{"stage": stage, "source": "cycle", "message": message}]})
-        raise CycleFailed(f"cycle {cycle_id} failed in stage {stage} ({message}); it is recorded, and the next "
-                          "run starts a fresh cycle") from e
+        failed = CycleFailed(f"cycle {cycle_id} failed in stage {stage} ({message}); it is recorded, and the next "
+                             "run starts a fresh cycle")
+        failed.stage = stage
+        raise failed from e
 
 
 __all__ = ["INFLIGHT_KEY", "NODES", "StageError", "build_graph", "run_cycle"]

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +37,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from agents.approvals import NothingToDecide, decide
-from agents.compose import build_deps, build_notifier, build_slack_signature
+from agents.compose import build_deps, build_notifier, build_slack_signature, build_ui_token
 from agents.config import ConfigError, Settings
 from agents.deps import Deps
-from agents.planners.ledger import KVUsageLedger, llm_metric_families
-from memory.records import ACTIVE_STATUSES, INCIDENT_KINDS
-from memory.store import Store
+from agents.metrics import render, store_registry
+from agents.probes import Readiness
+from agents.ui import mount_ui
 from tools.errors import TemporaryError, ToolError, scrub
 from tools.slack import ACTIONS, SlackNotifier, SlackSignature, outcome_blocks
 
@@ -237,43 +237,6 @@ class _Interactions:
         self._update(channel, ts, f"{head}: {tail}", outcome_blocks(blocks, f"{icon} *{head}*: {tail}"))
 
 
-# ----------------------------------------------------------------------------- metrics
-
-def _metrics_text(store: Store, outcomes: Mapping[str, int],
-                  monthly_budget_usd: float | None = None) -> tuple[bytes, str]:
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    class _StoreCollector:
-        def collect(self) -> Iterator[Any]:
-            dec = CounterMetricFamily("remediator_decisions", "Decisions recorded, by verdict and source",
-                                      labels=["verdict", "source"])
-            for (verdict, source), n in sorted(Counter((d.verdict, d.source) for d in store.list_decisions()).items()):
-                dec.add_metric([verdict, source], n)
-            yield dec
-            inc = GaugeMetricFamily("remediator_open_incidents", "Incidents open, proposed or approved, by kind",
-                                    labels=["kind"])
-            by_kind = Counter(str(i.kind) for i in store.list_incidents(statuses=ACTIVE_STATUSES))
-            for kind in INCIDENT_KINDS:
-                inc.add_metric([kind], by_kind.get(kind, 0))
-            yield inc
-            yield GaugeMetricFamily("remediator_open_pull_requests", "Pull requests open",
-                                    value=len(store.list_prs(statuses=["open"])))
-            sl = CounterMetricFamily("remediator_slack_interactions", "Slack interactions handled by this process",
-                                     labels=["outcome"])
-            for outcome, n in sorted(outcomes.items()):
-                sl.add_metric([outcome], n)
-            yield sl
-            # the agent's own FinOps: LLM tokens, cost, budget, fallbacks this month
-            month = datetime.now(UTC).strftime("%Y-%m")
-            yield from llm_metric_families(KVUsageLedger(store.get_kv, store.set_kv), month=month,
-                                           monthly_budget_usd=monthly_budget_usd)
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StoreCollector())
-    return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
 # ----------------------------------------------------------------------------- factory / serve
 
 def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: SlackNotifier | None = None,
@@ -302,6 +265,8 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
 
     app = FastAPI(title="remediator", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.interactions = handler
+    mount_ui(app, deps=lambda: handler.deps, settings=settings, token=build_ui_token(settings),
+             decide_lock=handler._decide_lock)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -312,9 +277,24 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
             return JSONResponse({"status": "unavailable", "store": "error"}, status_code=503)
         return JSONResponse({"status": "ok", "store": "ok", "slack": settings.slack.enabled})
 
+    registry = store_registry(lambda: handler.deps.store, outcomes=lambda: dict(handler.outcomes),
+                              monthly_budget_usd=settings.llm.monthly_budget_usd)
+
+    readiness = Readiness(settings=settings, store=lambda: handler.deps.store,
+                          git=lambda: handler.deps.repo.reachable(), cycles=None)
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        try:
+            ok, checks = readiness.check()
+        except (ToolError, ConfigError, OSError, SQLAlchemyError) as e:   # the deps could not even be built
+            ok, checks = False, {"deps": scrub(str(e))[:300]}
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                            status_code=200 if ok else 503)
+
     @app.get("/metrics")
     def metrics() -> Response:
-        data, ctype = _metrics_text(handler.deps.store, dict(handler.outcomes), settings.llm.monthly_budget_usd)
+        data, ctype = render(registry)
         return Response(content=data, media_type=ctype)
 
     @app.post("/slack/interactions")
@@ -333,9 +313,19 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *, log_level: str = "info") -> None:
-    """Run the HTTP app with uvicorn until SIGINT/SIGTERM."""
+def serve(settings: Settings, host: str | None = None, port: int | None = None, *, log_level: str = "info") -> None:
+    """Run the HTTP app with uvicorn until SIGINT/SIGTERM, on ``host``/``port`` (default: http.host,
+    http.port). A port that cannot be bound is a ConfigError naming the key."""
     import uvicorn  # only the serve command needs the server
 
+    from agents.probes import listen
+
+    host = host or settings.http.host
+    port = port or settings.http.port
     app = create_app(lambda: build_deps(settings), settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True, server_header=False)
+    sock = listen(host, port, key="http.port")
+    log.info("serving the review UI on http://%s:%d/ui/ (Slack interactions, /metrics, /healthz)", host, port)
+    # log_config=None: uvicorn's records go through the process' handler (JSON lines off a terminal)
+    config = uvicorn.Config(app, log_level=log_level, proxy_headers=True, server_header=False, log_config=None,
+                            forwarded_allow_ips=",".join(settings.http.trusted_proxies))
+    uvicorn.Server(config).run(sockets=[sock])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
@@ -196,6 +196,16 @@ class AuditTrail:
             if len(rows) < _PAGE:
                 return
             last = rows[-1].seq
+
+    def entries_about(self, subjects: Iterable[str], *, limit: int = 500) -> list[AuditEntry]:
+        """The entries whose subject is one of ``subjects`` (an incident, its PRs), oldest first."""
+        wanted = sorted(set(subjects))
+        if not wanted:
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(audit_entries).where(audit_entries.c.subject.in_(wanted))
+                                .order_by(audit_entries.c.seq).limit(limit)).all()
+        return [_entry(row) for row in rows]
 
     def verify(self) -> VerifyResult:
         """Recompute the chain in one read transaction and name the first broken entry."""

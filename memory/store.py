@@ -418,11 +418,19 @@ class Store:
         with self.engine.connect() as conn:
             return [str(r) for r in conn.execute(q).scalars()]
 
-    def list_cycles(self, *, limit: int = 20) -> list[dict[str, Any]]:
-        """Newest first: ``{"cycle_id", "started_at", "finished_at", "report"}``."""
+    def list_cycles(self, *, limit: int = 20, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Newest first: ``{"cycle_id", "started_at", "finished_at", "report"}`` (only ``ids`` when given)."""
         q = select(cycles).order_by(cycles.c.started_at.desc(), cycles.c.id.desc()).limit(limit)
+        if ids is not None:
+            q = q.where(cycles.c.id.in_(list(ids)))
         with self.engine.connect() as conn:
             return [
                 {"cycle_id": r.id, "started_at": r.started_at, "finished_at": r.finished_at, "report": r.report}
                 for r in conn.execute(q)
             ]
+
+    def cycle_heads(self, *, limit: int = 20) -> list[tuple[str, datetime | None]]:
+        """``(id, finished_at)`` of the newest cycles (no reports read)."""
+        q = select(cycles.c.id, cycles.c.finished_at).order_by(cycles.c.started_at.desc(), cycles.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [(str(r.id), r.finished_at) for r in conn.execute(q)]

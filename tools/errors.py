@@ -70,3 +70,5 @@ class CycleAborted(Exception):
 class CycleFailed(CycleAborted):
     """A stage of the cycle raised: the cycle ended there, the failure is recorded, and the next
     run starts a fresh cycle (only a cycle whose process died is resumed): exit 1."""
+
+    stage: str = "cycle"   # the stage that raised (the daemon counts errors by stage)

@@ -235,6 +235,22 @@ class GitRepo:
     def ref(self) -> str:
         return f"refs/remotes/origin/{self.branch}"
 
+    def reachable(self, *, timeout_s: float = 10) -> str | None:
+        """None when the remote answers and has the base branch, else what is wrong (scrubbed). Does
+        not touch the clone (no lock: a readiness probe must not wait behind a cycle)."""
+        try:
+            status, _, err = git.Git().execute(
+                ["git", "ls-remote", "--exit-code", "--heads", self.git.remote, self.branch],
+                kill_after_timeout=timeout_s, env=self.git.env, with_extended_output=True, with_exceptions=False)
+        except GitCommandNotFound as exc:
+            return f"the git executable was not found: {exc}"
+        if status == 2:
+            return f"{self.git.url} has no branch {self.branch}"
+        if status != 0:
+            lines = scrub(str(err)).strip().splitlines()
+            return f"{self.git.url} unreachable: {lines[-1] if lines else f'git exit {status}'}"
+        return None
+
     @property
     def head(self) -> str | None:
         return self._head

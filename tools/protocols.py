@@ -86,6 +86,9 @@ class GitOpsRepo(Protocol):
     def file_log(self, *, path: str, limit: int = 20) -> list[CommitInfo]:
         """The commits of the base branch that changed ``path``, newest first (first parent only)."""
 
+    def reachable(self, *, timeout_s: float = 10) -> str | None:
+        """None when the remote answers with the base branch, else the problem (readiness probes)."""
+
 
 class PullRequests(Protocol):
     """A PR provider (local bare remote, GitHub, GitLab). Stateless: the records live in memory."""
@@ -111,6 +114,9 @@ class PullRequests(Protocol):
     def reviews(self, *, pr: PullRequest) -> list[tuple[str, str]]:
         """``(user, state)`` of each reviewer's standing verdict in the host (``APPROVED`` or
         ``CHANGES_REQUESTED``); ``[]`` where the host has no reviews (a plain git remote)."""
+
+    def diff(self, *, pr: PullRequest) -> str | None:
+        """The PR's change as a unified diff, or None when it cannot be told (the review UI shows it)."""
 
 
 class AuditAnchors(Protocol):

@@ -16,6 +16,7 @@ from agents.guard import GuardContext
 from agents.guard import check as guard_check
 from agents.history import approved_model, plan_context, previous_model, request_history
 from agents.incidents import open_pr_of, same_fingerprint
+from agents.logs import each_incident
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.planners.fallback import guard_or_fallback
 from agents.state import CycleState, Views, err
@@ -33,7 +34,7 @@ def guard(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     recent = len([x for x in deps.store.list_prs() if now - x.created_at < timedelta(hours=1)])
     new_files: list[set[str]] = []  # PRs this cycle will open (plans accepted so far without a PR)
     plan_ctx = plan_context(deps, views)
-    for pd in state.get("plans", []):
+    for pd in each_incident(state.get("plans", []), lambda d: str(d.get("incident_id"))):
         p = RemediationPlan.model_validate(pd)
         inc = deps.store.get_incident(p.incident_id)
         if inc is None:

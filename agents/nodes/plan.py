@@ -13,6 +13,7 @@ from langgraph.runtime import Runtime
 from agents.deps import Deps, audit, now_of
 from agents.history import plan_context
 from agents.incidents import open_pr_of
+from agents.logs import each_incident
 from agents.planners.deterministic import plan as deterministic_plan
 from agents.planners.tools import PlannerTools
 from agents.state import CycleState, err
@@ -29,7 +30,7 @@ def plan(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     plans = []
     errors: list[dict[str, Any]] = []
     now = now_of(state)
-    for iid in state.get("touched", []):
+    for iid in each_incident(state.get("touched", []), str):
         inc = deps.store.get_incident(iid)
         if inc is None or inc.status not in ("open", "proposed"):
             continue

@@ -20,6 +20,7 @@ from agents.approvals import await_approval
 from agents.deps import Deps, audit, now_of, retrying
 from agents.edits import edited_files, relocate
 from agents.incidents import first_audit_seqs, open_pr_of
+from agents.logs import each_incident
 from agents.prbody import pr_body, pr_title
 from agents.state import CycleState, err
 from memory.records import FieldEdit, Incident, PullRequest, RemediationPlan, branch_name
@@ -39,7 +40,7 @@ def propose(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
     errors: list[dict[str, Any]] = []
     pr_ids: list[str] = []
     posts: list[dict[str, Any]] = []
-    for pd in state.get("plans", []):
+    for pd in each_incident(state.get("plans", []), lambda d: str(d.get("incident_id"))):
         p = RemediationPlan.model_validate(pd)
         if p.guard_verdict == "deferred":
             errors.append(err("guard", p.incident_id, "; ".join(p.guard_reasons)))
@@ -129,7 +130,11 @@ def _members(deps: Deps, inc: Incident, target: PullRequest | None) -> list[Inci
 
 
 def _dry_run_show(deps: Deps, branch: str, files: dict[str, str], title: str, body: str) -> None:
-    for fname, new in files.items():
+    """The PR a dry run would open: its branch and title, one unified diff per file, then its body."""
+    diffs = []
+    for fname, new in sorted(files.items()):
         old = deps.repo.read_file(path=fname) or ""
-        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{fname}", f"b/{fname}"))
-        deps.on_progress(f"--- {branch}: {title}\n{diff}\n{body}")
+        diffs.append("".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{fname}", f"b/{fname}")))
+    show = deps.on_preview or deps.on_progress
+    show(f"=== would open PR {branch}: {title}\n" + "".join(d if d.endswith("\n") else d + "\n" for d in diffs)
+         + f"--- PR body ---\n{body}\n=== end of {branch}\n")

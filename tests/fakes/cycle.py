@@ -125,6 +125,9 @@ class FakeRepo(Forbidden):
     def file_log(self, **kw: Any) -> Any:
         return self._answer("file_log", **kw)
 
+    def reachable(self, **kw: Any) -> Any:
+        return self._answer("reachable", **kw)
+
 
 class FakePRs(Forbidden):
     adapter = "prs"
@@ -144,6 +147,9 @@ class FakePRs(Forbidden):
 
     def merge(self, **kw: Any) -> Any:
         return self._answer("merge", **kw)
+
+    def diff(self, **kw: Any) -> Any:
+        return self._answer("diff", **kw)
 
 
 class FakeAuditLog(Forbidden):

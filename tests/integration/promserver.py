@@ -87,3 +87,45 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+def start_scraper(targets: list[str], workdir: Path, *, scrape_interval: str = "1s",
+                  timeout: float = 60) -> tuple[subprocess.Popen[bytes], str]:
+    """A Prometheus with an empty TSDB that scrapes ``targets`` (``host:port``, path /metrics) every
+    ``scrape_interval``; returns (process, url) once ``/-/ready`` answers."""
+    prom = binary("prometheus")
+    if prom is None:
+        raise RuntimeError("prometheus not found (set $PROMETHEUS_BIN)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "prometheus.yml"
+    cfg.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [{"job_name": "remediator", "scrape_interval": scrape_interval,
+                            "scrape_timeout": scrape_interval, "static_configs": [{"targets": targets}]}]}))
+    last = ""
+    for _ in range(3):
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        with (workdir / "prometheus.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [prom, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                _get(f"{url}/-/ready")
+                return proc, url
+            except OSError:
+                time.sleep(0.1)
+        last = f"prometheus rc={proc.poll()} not ready within {timeout}s (see {workdir / 'prometheus.log'})"
+        stop(proc)
+    raise RuntimeError(last)
+
+
+def query(url: str, promql: str) -> list[dict[str, object]]:
+    """The instant vector of ``promql`` (``[{"metric": {...}, "value": [ts, "v"]}]``)."""
+    from urllib.parse import quote
+
+    doc = json.loads(_get(f"{url}/api/v1/query?query={quote(promql)}"))
+    return list(doc["data"]["result"])

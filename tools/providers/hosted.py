@@ -325,6 +325,10 @@ class HostedProvider:
             return []
         return self._call(f"reading the reviews of PR {self._ref(hosted.number)}", lambda: self._api_reviews(hosted))
 
+    def diff(self, *, pr: PullRequest) -> str | None:
+        """From the branch pushed by the clone (no API call)."""
+        return self.local.diff(pr=pr)
+
     def merge(self, *, pr: PullRequest) -> PullRequest:
         hosted = self._locate(pr)
         if hosted is None:

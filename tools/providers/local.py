@@ -157,6 +157,26 @@ class LocalProvider:
         return []
 
     @serialized
+    def diff(self, *, pr: PullRequest) -> str | None:
+        """The PR's change as a unified diff (its base commit to its head commit), from the clone;
+        None when those commits are not known (never published from here, or gone from the remote)."""
+        base, head = pr.base_sha, pr.head_sha
+        if not base or not head:
+            return None
+
+        def known() -> bool:
+            return bool(self.git.sha(base) and self.git.sha(head))
+
+        if not known():
+            try:
+                self.git.fetch()
+            except ToolError:
+                return None
+            if not known():
+                return None
+        return self.git.run("diff", "--no-color", "--no-ext-diff", base, head, strip=False, action="diffing")
+
+    @serialized
     def close(self, *, pr: PullRequest, comment: str) -> PullRequest:
         self.git.fetch()
         head = self.git.sha(f"refs/remotes/origin/{pr.branch}")

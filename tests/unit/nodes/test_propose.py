@@ -42,8 +42,10 @@ def test_dry_run_shows_the_change_and_never_publishes() -> None:
 
     branch = branch_name(inc.kind, inc.service, inc.fingerprint)
     assert f"dry-run: would publish {branch} ({CAPTIONER.file})" in progress
-    [shown] = [m for m in progress if m.startswith(f"--- {branch}")]
+    [shown] = [m for m in progress if m.startswith(f"=== would open PR {branch}: ")]
     assert "-    maxReplicas: 6\n+    maxReplicas: 3" in shown
+    assert f"--- a/{CAPTIONER.file}\n+++ b/{CAPTIONER.file}\n" in shown
+    assert "\n--- PR body ---\n" in shown and shown.endswith(f"=== end of {branch}\n")
     assert out == {"pr_ids": [], "errors": [], "slack_posts": []}
     assert deps.store.get_incident(inc.id).status == "open"  # type: ignore[union-attr]
     assert deps.store.list_prs() == []
