@@ -24,9 +24,8 @@ import argparse
 import csv
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,6 +61,14 @@ def windows_of(labels: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _utc(raw: str) -> str:
+    """An ISO 8601 time (quoted or not, with or without a zone) as NAB's naive UTC 'YYYY-MM-DD HH:MM:SS'."""
+    t = datetime.fromisoformat(raw.strip().strip('"').replace("Z", "+00:00"))
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def convert(data: Path, nab: Path) -> dict[str, int]:
     """CMD/data/<domain>/<file>.csv -> NAB layout under ``nab``; returns counts."""
     root = data / "data" if (data / "data").is_dir() else data
@@ -79,8 +86,7 @@ def convert(data: Path, nab: Path) -> dict[str, int]:
             except ValueError:
                 raise SystemExit(f"{path}: header {header} lacks TimeStamp, Value or Label") from None
             body = [r for r in reader if r]
-        ts = [str(np.datetime64(r[ti].strip().strip('"').replace(" ", "T"), "s")).replace("T", " ")
-              for r in body]
+        ts = [_utc(r[ti]) for r in body]
         labels = [int(float(r[li])) for r in body]
         rel = f"{path.parent.name}/{path.name}"
         target = nab / "data" / rel

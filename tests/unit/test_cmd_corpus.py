@@ -27,11 +27,12 @@ def test_conversion_writes_nab_layout(tmp_path: Path) -> None:
     src = tmp_path / "cmd" / "data" / "api-rps"
     src.mkdir(parents=True)
     rows = ["TimeStamp,Value,Label"] + [f'"2018-07-03 {h:02d}:00:00",{10 + (h == 20) * 50},{int(h == 20)}'
-                                         for h in range(24)]
+                                         for h in range(23)] + ['2018-07-04T01:00:00+02:00,10,0']
     (src / "api-01.csv").write_text("\n".join(rows) + "\n")
     counts = cmd.convert(tmp_path / "cmd", tmp_path / "nab")
     assert counts == {"files": 1, "rows": 24, "windows": 1, "domains": 1}
     data = (tmp_path / "nab" / "data" / "api-rps" / "api-01.csv").read_text().splitlines()
     assert data[0] == "timestamp,value" and data[21] == "2018-07-03 20:00:00,60"
+    assert data[24] == "2018-07-03 23:00:00,10"      # a zone offset is read and written as UTC
     windows = json.loads((tmp_path / "nab" / "labels" / "combined_windows.json").read_text())
     assert windows == {"api-rps/api-01.csv": [["2018-07-03 19:00:00.000000", "2018-07-03 21:00:00.000000"]]}
