@@ -8,9 +8,9 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import yaml
 
 from agents.compliance import broken_by, findings_of, objects_of, policy_set, shipped_policy_files
 from memory.records import FieldEdit
