@@ -209,9 +209,9 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
         stats.reject(what, f"{int(np.isfinite(v).sum())} finite sample(s) of {v.size} (NaN or infinite values): "
                            "nothing to judge")
         return None
-    nonfinite = int(np.sum(~np.isfinite(np.asarray(w.cost, dtype=np.float64))))
-    if nonfinite and nonfinite == np.sum(np.isinf(np.asarray(w.cost, dtype=np.float64))):
-        stats.reject(what, f"{nonfinite} infinite value(s) treated as gaps")
+    n_inf = int(np.sum(np.isinf(np.asarray(w.cost, dtype=np.float64))))
+    if n_inf:   # a missed scrape is a NaN gap (normal); an infinity is a broken query or exporter
+        stats.reject(what, f"{n_inf} infinite value(s) treated as gaps")
     grid, slots, off = regular_grid(ts)
     if off or grid.size > 4 * ts.size:
         if grid.size > 4 * ts.size:
