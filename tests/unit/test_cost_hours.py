@@ -12,6 +12,8 @@ from datetime import datetime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.unit.cost_series import DAY, STEP, simulate
 from tools.detectors.common import InputStats
@@ -54,7 +56,7 @@ def test_creep_is_found_at_every_hour_of_the_week(name: str) -> None:
             # creep is less than one replica), and how much per day
             ls = ev["level_shift"]
             assert abs(_ts(ls["since"]) - t0) <= DAY, (h, ls)
-            assert ls["rise_per_hour_per_day"] is not None
+            assert ls["rise_per_hour_per_day"] > 0 and ls["current_per_hour"] > ls["reference_per_hour"]
     assert missed == [], f"{name}: missed at {len(missed)} of {len(HOURS)} hours: {missed[:20]}"
 
 
@@ -129,3 +131,19 @@ def test_a_rise_the_noise_gate_drops_is_said_in_the_errors() -> None:
     out = detect_cost_anomalies([WorkloadSeries(service="ml/tagger", file=None, ts=c.ts, cost=noisy)], S, stats)
     assert out == []
     assert any("noise gate" in r for r in stats.rejected), stats.rejected
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), tz=st.floats(0, 168), age_h=st.floats(2, 120),
+       kind=st.sampled_from(["price", "replicas"]), size=st.floats(0, 1), scale=st.floats(1e-2, 1e3))
+def test_a_persistent_step_is_found_at_any_age_hour_and_price_scale(seed: int, tz: float, age_h: float, kind: str,
+                                                                    size: float, scale: float) -> None:
+    """Property: a price step of x1.6-x3 or a step of 3-5 replicas, 2 h to 5 days old, at any hour
+    and any price level, is found; the same series without it is not."""
+    at = NOW - age_h * 3600
+    kw = ({"price_step": (at, 1.6 + 1.4 * size)} if kind == "price" else {"replica_step": (at, 3 + int(2.99 * size))})
+    c = simulate(NOW, tz_h=tz, seed=seed, **kw)   # type: ignore[arg-type]
+    base = simulate(NOW, tz_h=tz, seed=seed)
+    scaled = [type(c)(ts=x.ts, cost=x.cost * scale, replicas=x.replicas, rps=x.rps) for x in (c, base)]
+    assert len(_find(scaled[0])) == 1
+    assert _find(scaled[1]) == []
