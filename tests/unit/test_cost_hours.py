@@ -36,13 +36,15 @@ def _ts(iso: str) -> float:
 
 # E02's size: demand x2.6 over one day, started two days ago; and a slower one still rising:
 # x2 over four days up to now ("a little every day")
-CREEPS = {"x2.6 over 1 day, 2 days ago": (NOW - 2 * DAY, NOW - DAY, 2.6),
-          "x2 over 4 days, still rising": (NOW - 4 * DAY, NOW, 2.0)}
+# (start, end, factor, how close "since" must be to the start: over 168 hours the onset estimate was
+# 2-16 h early for the first, -26..+39 h for the second, whose first day adds less than a replica)
+CREEPS = {"x2.6 over 1 day, 2 days ago": (NOW - 2 * DAY, NOW - DAY, 2.6, DAY),
+          "x2 over 4 days, still rising": (NOW - 4 * DAY, NOW, 2.0, 2 * DAY)}
 
 
 @pytest.mark.parametrize("name", sorted(CREEPS))
 def test_creep_is_found_at_every_hour_of_the_week(name: str) -> None:
-    t0, t1, f = CREEPS[name]
+    t0, t1, f, tolerance = CREEPS[name]
     missed = []
     for h in HOURS:
         c = simulate(NOW, tz_h=h, seed=h, creep=(t0, t1, f))
@@ -52,11 +54,10 @@ def test_creep_is_found_at_every_hour_of_the_week(name: str) -> None:
             continue
         ev = out[0].evidence
         assert ev["ratio"] >= S.min_ratio
-        if ev["method"] == "level_shift":   # since when (within a day of the onset: the first day of a slow
-            # creep is less than one replica), and how much per day
-            ls = ev["level_shift"]
-            assert abs(_ts(ls["since"]) - t0) <= DAY, (h, ls)
-            assert ls["rise_per_hour_per_day"] > 0 and ls["current_per_hour"] > ls["reference_per_hour"]
+        # whichever test found it, the evidence says since when and how much per day
+        ls = ev["level_shift"]
+        assert abs(_ts(ls["since"]) - t0) <= tolerance, (h, ls)
+        assert ls["rise_per_hour_per_day"] > 0 and ls["current_per_hour"] > ls["reference_per_hour"]
     assert missed == [], f"{name}: missed at {len(missed)} of {len(HOURS)} hours: {missed[:20]}"
 
 

@@ -247,6 +247,10 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
         exc = _seasonal(v, ts, step, period, settings, unit_price, notes)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
             exc = None
+        if exc is not None:   # a creep found by the same-hour test: say since when and how much per day too
+            lvl = _level_shift(v, ts, step, period, settings, [])
+            if lvl is not None:
+                exc.level["level_shift"] = lvl.level["level_shift"]
     if exc is None:
         exc = _level_shift(v, ts, step, period, settings, notes)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
@@ -379,10 +383,12 @@ def _level_shift(x: Array, ts: Array, step: float, period: int, settings: CostSe
     excess = actual - expected
     # noise: how much the 24 h mean moved on the reference days; never below 1 % of the level
     sigma = max(robust_sigma(d[period - 1: ref_end + 1]), 0.01 * abs(ref0), 1e-9)
-    # since when: the hinge (flat, then rising linearly) that fits the 24 h mean best, searched on
-    # an hourly grid from the reference on; a step shows as a hinge at the step, a creep near its onset
+    # since when: the hinge (flat, then rising linearly) that best fits the hourly mean of x minus the
+    # reference profile, searched hourly from a day before the reference's end; a step shows as a
+    # hinge at the step, a creep at its onset (the 24 h mean would put a creep's onset half a day late)
     hour = max(1, int(round(3600 / step)))
-    since = _hinge(d, ts, max(period - 1, ref_end - period), last, hour)
+    dev = _trailing(x - profile[phase], hour)
+    since = _hinge(dev, ts, max(hour - 1, ref_end - period), last, hour)
     since = max(0, min(since, w0))
     dur = ts[last] - ts[since] + step
     if dur < settings.min_duration_s:
@@ -565,8 +571,8 @@ def _finding(w: WorkloadSeries, exc: _Excursion, ts: Array, v: Array, reps: Arra
     since = ""
     ls = exc.level.get("level_shift")
     if isinstance(ls, dict):
-        rate_txt = (f", +${ls['rise_per_hour_per_day']:.2f}/h per day" if isinstance(ls.get("rise_per_hour_per_day"), float)
-                    and exc.method == "level_shift" else "")
+        rate_txt = (f", +${ls['rise_per_hour_per_day']:.2f}/h per day"
+                    if isinstance(ls.get("rise_per_hour_per_day"), float) else "")
         since = f" (a sustained rise since {ls['since']}{rate_txt})"
     return Finding(
         kind="cost_anomaly", service=name, severity=severity, detector=f"cost.{exc.method}",
