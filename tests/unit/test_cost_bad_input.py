@@ -97,3 +97,27 @@ def test_unusable_timestamps_are_counted(ts_kind: str, seed: int) -> None:
         ts = np.vstack([ts, ts])
     out, stats = _run(ts, BASE.cost)
     assert out == [] and len(stats.rejected) == 1
+
+
+def test_missing_rows_are_gaps_on_the_grid_not_a_shift_of_a_day() -> None:
+    """Rows missing from the answer (not NaN, absent): the series goes on its grid, so the same time
+    on previous days stays a day back. Not an errors entry (a gap is normal); a real rise is found with
+    its window where it is, and the series without it gives nothing."""
+    at = NOW - 6 * 3600
+    c = simulate(NOW, days=7, seed=4, lo=2, hi=2, price_step=(at, 2.0))
+    base = simulate(NOW, days=7, seed=4, lo=2, hi=2)
+    keep = np.ones(c.ts.size, dtype=bool)
+    keep[1000:1400] = False                     # half a day missing, three days ago
+    keep[np.random.default_rng(4).random(c.ts.size) < 0.05] = False
+    keep[-1] = True
+    out, stats = _run(c.ts[keep], c.cost[keep], replicas=c.replicas[keep])
+    assert len(out) == 1 and stats.rejected == []
+    start = np.datetime64(out[0].evidence["window"]["start"][:-1]).astype("datetime64[s]").astype(float)
+    assert at <= start <= at + 3600
+    assert _run(base.ts[keep], base.cost[keep], replicas=base.replicas[keep])[0] == []
+
+
+def test_pathologically_sparse_timestamps_are_refused_and_counted() -> None:
+    ts = np.r_[NOW - 400 * 86400, NOW - np.arange(100)[::-1] * 60.0]
+    out, stats = _run(ts, np.full(ts.size, 3.0))
+    assert out == [] and any("too sparse" in r for r in stats.rejected)

@@ -42,6 +42,8 @@ MAX_GAP_STEPS = 3
 HOURS_PER_MONTH = 730.0
 LEVEL_ONSET_FRACTION = 0.1    # the change began where the 24 h mean was last within 10 % of the rise above the reference
 PROFILE_HALF_WIDTH_S = 1800.0  # the reference profile at a time of day: median over +-30 min on the reference days
+MAX_GRID_GROWTH = 20           # a grid this many times longer than the samples (and over MAX_GRID) is pathological
+MAX_GRID = 50_000
 MIN_REPLICA_COVERAGE = 0.5     # cost per replica is judged when replicas are known for half the cost samples
 
 
@@ -213,16 +215,19 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
     if n_inf:   # a missed scrape is a NaN gap (normal); an infinity is a broken query or exporter
         stats.reject(what, f"{n_inf} infinite value(s) treated as gaps")
     grid, slots, off = regular_grid(ts)
-    if off or grid.size > 4 * ts.size:
-        if grid.size > 4 * ts.size:
-            stats.reject(what, "timestamps too sparse for their median step: nothing to judge")
-            return None
-        stats.reject(what, f"irregular timestamps: put on a regular {float(np.median(np.diff(ts))):g} s grid")
+    if grid.size > max(MAX_GRID_GROWTH * ts.size, MAX_GRID):
+        stats.reject(what, f"timestamps too sparse for their median step ({grid.size} slots for {ts.size} "
+                           "samples): nothing to judge")
+        return None
+    align: np.ndarray | None = None
+    if off or grid.size != ts.size:
+        # missing rows become NaN slots (so "the same time yesterday" stays a day back); timestamps
+        # off the grid are named, a plain gap is not
+        if off:
+            stats.reject(what, f"irregular timestamps: put on a regular {float(np.median(np.diff(ts))):g} s grid")
         v = _on_grid(slots, grid.size, v)
         ts = grid
-        align: np.ndarray | None = slots
-    else:
-        align = None
+        align = slots
     n = v.size
     finite = np.isfinite(v)
     step = float(np.median(np.diff(ts)))
