@@ -145,14 +145,17 @@ def _plan_cost(incident: Incident, ctx: PlanContext) -> RemediationPlan:
     w = ctx.workloads.get(incident.service)
     base = ev.get("replicas_before_p95") or ev.get("replicas_before_median")
     now = ev.get("replicas_now")
-    replicas_rose = base is not None and now is not None and float(now) > float(base)
+    # a rise of the cost per replica (evidence.method per_replica) is a price, request or node change:
+    # replica counts that move with the autoscaler during its window did not cause it
+    replicas_rose = (ev.get("method") != "per_replica" and base is not None and now is not None
+                     and float(now) > float(base))
     if w is not None and isinstance(ev.get("request_change"), dict) and not replicas_rose:
         return _plan_rightsize(incident, ctx, w)
     if w is None or w.bounds_doc is None or w.max_replicas is None:
         return notify(incident, f"{incident.service} has no autoscaler bounds in Git to cap; notifying the owners.")
     if base is None:
         return notify(incident, "No replica history to size a cap from; notifying the owners.")
-    if now is not None and not replicas_rose:
+    if (now is not None or ev.get("method") == "per_replica") and not replicas_rose:
         return notify(incident, _cost_head(ev) + f"replicas {now:g} did not rise above the p95 {float(base):g} before"
                       + _cost_context(ev) + ", so a lower maxReplicas would not lower this cost (a price, request or "
                       "node change?); notifying the owners.")

@@ -206,6 +206,21 @@ def test_cost_from_a_request_raised_in_git_is_rightsized_not_capped() -> None:
     assert flat.playbook == "notify_only" and not flat.edits and "did not rise above the p95 2" in flat.rationale
 
 
+def test_a_rise_of_the_cost_per_replica_is_rightsized_even_when_the_autoscaler_moved() -> None:
+    """The cost detector found the rise per replica (a request raised in Git); the HPA happened to
+    run more pods at some point of the window: the request is set back, no cap on replicas."""
+    pc, gc = ctx_for(mis_requests())
+    gc.request_values = {"gpu": {"1", "2"}, "cpu": {"4"}, "memory": {"16Gi"}}
+    inc = incident("cost_anomaly", "ml/a", method="per_replica", replicas_before_p95=2.0, replicas_now=3.0,
+                   cost_usd_per_hour=5.2, expected_usd_per_hour=2.8, ratio=1.86, window={"minutes": 300, "start": "x"},
+                   request_change=RAISED)
+    assert plan(inc, pc).playbook == "rightsize_requests"
+    total = inc.model_copy(update={"evidence": {**inc.evidence, "method": "seasonal"}})
+    assert plan(total, pc).playbook == "cap_max_replicas"
+    plain = inc.model_copy(update={"evidence": {k: v for k, v in inc.evidence.items() if k != "request_change"}})
+    assert plan(plain, pc).playbook == "notify_only"
+
+
 @pytest.mark.parametrize("new,why", [
     ({"gpu": "3"}, "does not lower"), ({"gpu": "2"}, "does not lower"), ({"cpu": "1m"}, "not a value this request had"),
     ({"gpu": "lots"}, "Kubernetes quantity"), ({"gpu": 0}, "Kubernetes quantity"),

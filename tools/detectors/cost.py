@@ -1,19 +1,35 @@
-"""Cost anomalies: a robust seasonal baseline on each workload's $/h series.
+"""Cost anomalies of each workload's $/h series: three tests, one finding.
 
-Expected cost at time t = median of the values at the same time of day on the previous days
-(up to 6; at least 2 needed, else the median of the 24 h before the excursion). Noise scale =
-1.4826 x MAD of the residuals on the history. A point is anomalous when it exceeds the
-expected value by ``min_ratio`` AND by ``z`` robust sigmas. A finding needs the anomalous run
-that ends at the latest sample to last at least ``min_duration`` (a 4-minute blip is noise),
-and, when the service's request rate is known, the rise must not be explained by traffic
-(cost ratio / traffic ratio >= ``min_ratio``).
+1. **Cost per replica** (where the replica count is known): $/h divided by the running replicas.
+   Autoscaler steps do not move it, so a rise in it (a resource request raised in Git, a dearer
+   node type, a price change) is one unbroken window from its onset to the latest sample, whatever
+   the autoscaler does meanwhile.
+2. **Same hour of the previous days** on the total $/h: expected = median of the values at the same
+   time of day on the previous days (up to ``seasonal_days``; at least 2, else the median of the
+   24 h before); noise = 1.4826 x MAD of the residuals before the last day, but never more than
+   what ``replica_step`` + 1/2 replicas imply at ``z`` sigmas (cost moves in whole replicas: the
+   MAD of a stepwise series snaps to half or one replica depending on the hour, and a real excess
+   of two replicas must not vanish under it). A point is anomalous when it exceeds the expected
+   value by ``min_ratio`` and by ``z`` sigmas; the anomalous run that ends at the latest sample must
+   last ``min_duration``.
+3. **Level shift against a reference from before the change** (creep over days, or a step that
+   persists long enough for the same-hour median to absorb it): the 24 h trailing mean finds where
+   the sustained rise began; the days before it give a time-of-day reference profile; the last
+   24 h (or the time since the change, if shorter) are compared hour for hour with it. A full day
+   is compared with a full day, so the outcome does not depend on the hour the cycle runs.
+
+Gates on top, each an explicit ``errors`` entry when it drops a rise (never silent): traffic
+explaining the rise (cost ratio / traffic ratio < ``min_ratio``), at most ``replica_step``
+replicas above the usual count (autoscaler granularity), the noise gate, and ``min_duration``.
+Series with bad values (NaN, infinities, too few samples, irregular timestamps) are counted in
+``stats``; irregular timestamps are put on a regular grid at the median step first.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -24,6 +40,11 @@ from tools.detectors.common import Array, InputStats, clean_series, downsample, 
 DAY_S = 86400.0
 MAX_GAP_STEPS = 3
 HOURS_PER_MONTH = 730.0
+LEVEL_ONSET_FRACTION = 0.1    # the change began where the 24 h mean was last within 10 % of the rise above the reference
+PROFILE_HALF_WIDTH_S = 1800.0  # the reference profile at a time of day: median over +-30 min on the reference days
+MAX_GRID_GROWTH = 20           # a grid this many times longer than the samples (and over MAX_GRID) is pathological
+MAX_GRID = 50_000
+MIN_REPLICA_COVERAGE = 0.5     # cost per replica is judged when replicas are known for half the cost samples
 
 
 @dataclass(frozen=True)
@@ -49,10 +70,34 @@ class WorkloadSeries:
     gpu_util_alarm_ts: float | None = None    # when the streaming detector last alarmed on it
 
 
+@dataclass
+class _Excursion:
+    """One test's verdict on one series: the window [start, last] and the sums that decided it."""
+
+    method: str                # per_replica | seasonal | level_shift
+    start: int
+    last: int
+    actual: float              # mean of the judged series over the window
+    expected: float            # mean of its expectation over the window
+    sigma: float
+    exp: Array                 # expected value per sample (NaN where none)
+    level: dict[str, object] = field(default_factory=dict)
+    ref_end: int | None = None     # level shift: the last sample of the reference (before the change)
+    cmp_start: int | None = None   # level shift: the compared window starts here (at most one day)
+
+    @property
+    def ratio(self) -> float:
+        return self.actual / self.expected
+
+
 def _nanmedian(a: Array, axis: int) -> Array:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.asarray(np.nanmedian(a, axis=axis), dtype=np.float64)
+
+
+def _nanmean(a: Array) -> float:
+    return float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
 
 
 def seasonal_expected(v: Array, period: int, days: int) -> tuple[Array, Array]:
@@ -76,6 +121,40 @@ def _expected(v: Array, step: float, settings: CostSettings) -> Array:
     return exp
 
 
+def _trailing(v: Array, width: int, stat: str = "mean", min_frac: float = 0.5) -> Array:
+    """Trailing mean over ``width`` samples ending at each index (NaN until ``width`` samples exist
+    or when fewer than ``min_frac`` of them are finite)."""
+    n = v.size
+    out = np.full(n, np.nan)
+    if n < width or width < 1:
+        return out
+    ok = np.isfinite(v)
+    cs = np.concatenate([[0.0], np.cumsum(np.where(ok, v, 0.0))])
+    cn = np.concatenate([[0], np.cumsum(ok)])
+    s = cs[width:] - cs[:-width]
+    c = cn[width:] - cn[:-width]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(c >= max(1, min_frac * width), s / np.maximum(c, 1), np.nan)
+    out[width - 1:] = m
+    return out
+
+
+def _day_before_level(v: Array, period: int) -> Array:
+    """Median of the (up to) 24 h before each sample, where at least 3 finite samples exist."""
+    n = v.size
+    level = np.full(n, np.nan)
+    if n <= 3:
+        return level
+    # a median over a sliding window: computed every half hour of a day (48 anchors) and held between
+    # them (the fallback only matters for the first two days of a series)
+    stride = max(1, period // 48)
+    for i in range(3, n, stride):
+        seg = v[max(0, i - period): i]
+        if np.isfinite(seg).sum() >= 3:
+            level[i: i + stride] = float(np.nanmedian(seg))
+    return level
+
+
 def detect_cost_anomalies(
     workloads: list[WorkloadSeries], settings: CostSettings, stats: InputStats | None = None,
 ) -> list[Finding]:
@@ -88,116 +167,340 @@ def detect_cost_anomalies(
     return findings
 
 
+def regular_grid(ts: Array) -> tuple[Array, np.ndarray, bool]:
+    """The regular grid at the median step that ends at the latest timestamp, each sample's slot on
+    it, and whether the timestamps were off the grid (more than 10 % of a step)."""
+    step = float(np.median(np.diff(ts)))
+    k = np.rint((ts[-1] - ts) / step).astype(np.int64)
+    off = bool(np.any(np.abs((ts[-1] - ts) / step - k) > 0.1) or np.any(np.diff(k) == 0))
+    n = int(k[0]) + 1
+    grid = ts[-1] - step * np.arange(n)[::-1]
+    return grid, (n - 1 - k), off
+
+
+def _on_grid(slots: np.ndarray, n: int, values: Array) -> Array:
+    """Values placed on their slots (means where several samples share one, NaN where none)."""
+    s = np.zeros(n)
+    c = np.zeros(n)
+    ok = np.isfinite(values)
+    np.add.at(s, slots[ok], values[ok])
+    np.add.at(c, slots[ok], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
+def _aligned(w: WorkloadSeries, x: object, slots: np.ndarray | None, n: int) -> Array | None:
+    """Another series of the workload on the cost series' grid (None when unusable)."""
+    if x is None:
+        return None
+    cs = clean_series(w.ts, x)
+    if cs is None:
+        return None
+    v = cs[1]
+    return v if slots is None else _on_grid(slots, n, v)
+
+
 def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) -> Finding | None:
+    what = f"cost {w.service}"
     cs = clean_series(w.ts, w.cost)
     if cs is None:
-        stats.reject(f"cost {w.service}", "series unusable (empty, one sample, wrong shape or unsorted time)")
+        stats.reject(what, "series unusable (empty, one sample, wrong shape or unsorted time)")
         return None
     ts, v = cs
-    finite = np.isfinite(v)
-    if finite.sum() < 3:
+    if np.isfinite(v).sum() < 3:
+        stats.reject(what, f"{int(np.isfinite(v).sum())} finite sample(s) of {v.size} (NaN or infinite values): "
+                           "nothing to judge")
         return None
+    n_inf = int(np.sum(np.isinf(np.asarray(w.cost, dtype=np.float64))))
+    if n_inf:   # a missed scrape is a NaN gap (normal); an infinity is a broken query or exporter
+        stats.reject(what, f"{n_inf} infinite value(s) treated as gaps")
+    grid, slots, off = regular_grid(ts)
+    if grid.size > max(MAX_GRID_GROWTH * ts.size, MAX_GRID):
+        stats.reject(what, f"timestamps too sparse for their median step ({grid.size} slots for {ts.size} "
+                           "samples): nothing to judge")
+        return None
+    align: np.ndarray | None = None
+    if off or grid.size != ts.size:
+        # missing rows become NaN slots (so "the same time yesterday" stays a day back); timestamps
+        # off the grid are named, a plain gap is not
+        if off:
+            stats.reject(what, f"irregular timestamps: put on a regular {float(np.median(np.diff(ts))):g} s grid")
+        v = _on_grid(slots, grid.size, v)
+        ts = grid
+        align = slots
+    n = v.size
+    finite = np.isfinite(v)
     step = float(np.median(np.diff(ts)))
     last = int(np.nonzero(finite)[0][-1])
-    if last < v.size - 1 - MAX_GAP_STEPS:
+    if last < n - 1 - MAX_GAP_STEPS:
         return None  # no recent data: the workload is gone or not scraped; nothing current to judge
-    exp = _expected(v, step, settings)
-    # fall back to the level of the previous 24 h where there are not enough past days
     period = max(1, int(round(DAY_S / step)))
-    level = np.full(v.size, np.nan)
-    for i in range(v.size):
-        lo = max(0, i - period)
-        if i - lo >= 3:
-            seg = v[lo:i]
-            if np.isfinite(seg).sum() >= 3:
-                level[i] = float(np.nanmedian(seg))
-    exp = np.where(np.isfinite(exp), exp, level)
+    reps = _aligned(w, w.replicas, align, n)
+    rate = _aligned(w, w.request_rate, align, n)
+    notes: list[str] = []
+
+    exc: _Excursion | None = None
+    unit_price = math.nan
+    if reps is not None:
+        pos = np.isfinite(reps) & (reps > 0)
+        if (pos & finite).sum() >= MIN_REPLICA_COVERAGE * finite.sum():
+            unit = np.where(pos, v / np.where(pos, reps, 1.0), np.nan)
+            unit_price = float(np.nanmedian(unit[: max(1, n - period)])) if np.isfinite(
+                unit[: max(1, n - period)]).any() else float(np.nanmedian(unit))
+            exc = _per_replica(unit, reps, v, ts, step, period, settings, notes)
+    if exc is None:
+        exc = _seasonal(v, ts, step, period, settings, unit_price, notes)
+        if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
+            exc = None
+        if exc is not None:   # a creep found by the same-hour test: say since when and how much per day too
+            lvl = _level_shift(v, ts, step, period, settings, [])
+            if lvl is not None:
+                exc.level["level_shift"] = lvl.level["level_shift"]
+    if exc is None:
+        exc = _level_shift(v, ts, step, period, settings, notes)
+        if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
+            exc = None
+    if exc is None:
+        for note in notes:
+            stats.reject(what, note)
+        return None
+    return _finding(w, exc, ts, v, reps, rate, step, settings, align)
+
+
+def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSettings, unit_price: float,
+              notes: list[str], method: str = "seasonal", label: str = "cost") -> _Excursion | None:
+    """Test 2 (also test 1 on the cost per replica): the same hour on the previous days."""
+    n = v.size
+    last = int(np.nonzero(np.isfinite(v))[0][-1])
+    exp = _expected(v, step, settings)
+    exp = np.where(np.isfinite(exp), exp, _day_before_level(v, period))
     resid = v - exp
-    sigma = robust_sigma(resid[: max(0, v.size - period)]) if v.size > period else robust_sigma(resid)
+    sigma = robust_sigma(resid[: max(0, n - period)]) if n > period else robust_sigma(resid)
     base_level = float(np.nanmedian(v))
     sigma = max(sigma, 0.01 * abs(base_level), 1e-9)
-    anomalous = np.isfinite(v) & np.isfinite(exp) & (v > exp * settings.min_ratio) & (resid > settings.z * sigma)
-
-    # the run of anomalous points that ends at the latest sample (NaN gaps of a few steps allowed)
-    if not anomalous[last]:
-        return None
-    start, gap, i = last, 0, last
-    while i >= 0:
-        if anomalous[i]:
-            start, gap = i, 0
-        elif not np.isfinite(v[i]) and gap < MAX_GAP_STEPS:
-            gap += 1
-        else:
-            break
-        i -= 1
-    duration = float(ts[last] - ts[start] + step)
-    if duration < settings.min_duration_s:
-        return None
-
+    if math.isfinite(unit_price) and unit_price > 0:
+        # cost moves in whole replicas: the noise gate may hold back at most replica_step + 1/2 of them
+        sigma = min(sigma, max((settings.replica_step + 0.5) * unit_price / settings.z, 0.01 * abs(base_level), 1e-9))
+    start = _cusum_start(v, exp, settings.min_ratio, last)
+    if start is None or ts[last] - ts[start] + step < settings.min_duration_s:
+        return None   # no current excursion, or one shorter than min_duration (a blip)
     win = slice(start, last + 1)
-    actual = float(np.nanmean(v[win]))
-    expected = float(np.nanmean(exp[win]))
-    if not math.isfinite(expected) or expected <= 0:
+    actual, expected = _nanmean(v[win]), _nanmean(exp[win])
+    if not math.isfinite(expected) or expected <= 0 or actual < expected * settings.min_ratio:
+        return None
+    tail = slice(max(start, last + 1 - max(1, int(math.ceil(settings.min_duration_s / step)))), last + 1)
+    if not _nanmean(v[tail]) >= _nanmean(exp[tail]) * (1 + 0.5 * (settings.min_ratio - 1)):
+        return None   # the excursion has ended (its last min_duration is back near the usual cost)
+    if actual - expected < settings.z * sigma:
+        notes.append(f"{label} x{actual / expected:.2f} for {(ts[last] - ts[start] + step) / 60:.0f} min is "
+                     f"{actual - expected:.4g}/h above the same hours on previous days, within {settings.z:g} robust "
+                     f"sigmas (sigma {sigma:.4g}/h): below the noise gate")
+        return None
+    return _Excursion(method=method, start=start, last=last, actual=actual, expected=expected, sigma=sigma, exp=exp)
+
+
+def _cusum_start(v: Array, exp: Array, min_ratio: float, last: int) -> int | None:
+    """Where the excursion that reaches the latest sample began, by Page's CUSUM of the relative
+    excess v / exp - 1 with a reference of half the ratio gate: a sample or two back at the usual
+    cost does not end it, a return to the usual cost for long does. None when it is not running
+    at ``last``. More than MAX_GAP_STEPS missing samples in a row restart it."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(np.isfinite(v) & np.isfinite(exp) & (exp > 0), v / np.where(exp > 0, exp, 1.0) - 1.0, np.nan)
+    k = 0.5 * (min_ratio - 1.0)
+    s_val, start, gap = 0.0, None, 0
+    for i, x in enumerate(r[: last + 1].tolist()):
+        if x != x:   # NaN
+            gap += 1
+            if gap > MAX_GAP_STEPS:
+                s_val, start = 0.0, None
+            continue
+        gap = 0
+        s_val = s_val + x - k
+        if s_val <= 0:
+            s_val, start = 0.0, None
+        elif start is None:
+            start = i
+    return start if s_val > 0 else None
+
+
+def _per_replica(unit: Array, reps: Array, v: Array, ts: Array, step: float, period: int, settings: CostSettings,
+                 notes: list[str]) -> _Excursion | None:
+    """Test 1: the cost of one replica, by the same-hour test and else the level test. The window
+    and ratio are those of the cost per replica; ``actual``/``expected`` are restated in total $/h
+    (the expected cost is the usual price per replica times the replicas that ran)."""
+    sub: list[str] = []
+    exc = _seasonal(unit, ts, step, period, settings, math.nan, sub, method="per_replica", label="cost per replica")
+    if exc is None:
+        exc = _level_shift(unit, ts, step, period, settings, sub, label="cost per replica")
+        if exc is not None:
+            exc.method = "per_replica"
+    if exc is None:
+        notes.extend(sub)
+        return None
+    if exc.ratio < settings.min_ratio:
+        notes.append(f"cost per replica x{exc.ratio:.2f} is below x{settings.min_ratio:g}")
+        return None
+    win = slice(exc.start, exc.last + 1)
+    unit_now, unit_exp = exc.actual, exc.expected
+    actual = _nanmean(v[win])
+    expected = actual / exc.ratio
+    exc.level = {**exc.level, "per_replica": {"cost_usd_per_hour_per_replica": round(unit_now, 4),
+                                              "expected_usd_per_hour_per_replica": round(unit_exp, 4),
+                                              "replicas_mean": round(_nanmean(reps[win]), 2)}}
+    exc.sigma = exc.sigma * max(1.0, _nanmean(reps[win]))
+    exc.actual, exc.expected = actual, expected
+    return exc
+
+
+def _level_shift(x: Array, ts: Array, step: float, period: int, settings: CostSettings, notes: list[str],
+                 label: str = "cost") -> _Excursion | None:
+    """Test 3: the last day (or the time since the change) against a time-of-day reference from the
+    days before the change. None when the series shows no sustained rise of its 24 h mean, or when
+    fewer than one full day precedes the change."""
+    n = x.size
+    if n < 2 * period + 1:
+        return None
+    last = int(np.nonzero(np.isfinite(x))[0][-1])
+    d = _trailing(x, period)
+    ref0 = float(np.nanmedian(d[period - 1: 2 * period])) if np.isfinite(d[period - 1: 2 * period]).any() else math.nan
+    d_now = d[last]
+    if not (math.isfinite(ref0) and math.isfinite(d_now)) or ref0 <= 0:
+        return None
+    rise = d_now - ref0
+    if d_now < ref0 * (1 + 0.5 * (settings.min_ratio - 1)):
+        return None   # no sustained rise of the daily mean (screen at half the ratio gate)
+    thr = ref0 + LEVEL_ONSET_FRACTION * rise
+    below = np.nonzero(np.isfinite(d[: last + 1]) & (d[: last + 1] <= thr))[0]
+    below = below[below >= period - 1]
+    if below.size == 0:
+        return None
+    ref_end = int(below[-1])       # the 24 h ending here were still at the reference level
+    if ref_end >= last:
+        return None
+    profile, phase = _reference_profile(x, ref_end, last, period, step)
+    exp = profile[phase]
+    exp[: ref_end + 1] = np.nan
+    w0 = max(ref_end + 1, last - period + 1)
+    win = slice(w0, last + 1)
+    actual, expected = _nanmean(x[win]), _nanmean(exp[win])
+    if not (math.isfinite(actual) and math.isfinite(expected)) or expected <= 0:
+        return None
+    excess = actual - expected
+    # noise: how much the 24 h mean moved on the reference days; never below 1 % of the level
+    sigma = max(robust_sigma(d[period - 1: ref_end + 1]), 0.01 * abs(ref0), 1e-9)
+    # since when: the hinge (flat, then rising linearly) that best fits the hourly mean of x minus the
+    # reference profile, searched hourly from a day before the reference's end; a step shows as a
+    # hinge at the step, a creep at its onset (the 24 h mean would put a creep's onset half a day late)
+    hour = max(1, int(round(3600 / step)))
+    dev = _trailing(x - profile[phase], hour)
+    since = _hinge(dev, ts, max(hour - 1, ref_end - period), last, hour)
+    since = max(0, min(since, w0))
+    dur = ts[last] - ts[since] + step
+    if dur < settings.min_duration_s:
         return None
     ratio = actual / expected
-    evidence: dict[str, object] = {
-        "window": {"start": _iso(ts[start]), "end": _iso(ts[last]), "minutes": round(duration / 60, 1)},
-        "cost_usd_per_hour": round(actual, 4),
-        "expected_usd_per_hour": round(expected, 4),
-        "expected_range_usd_per_hour": [round(max(0.0, expected - settings.z * sigma), 4),
-                                        round(max(expected * settings.min_ratio, expected + settings.z * sigma), 4)],
-        "ratio": round(ratio, 3),
-        "extra_usd_per_month": round((actual - expected) * HOURS_PER_MONTH, 2),
-        "robust_sigma_usd_per_hour": round(sigma, 5),
-        "points": downsample(ts, v, 48),
-    }
-    if w.request_rate is not None:
-        rr = clean_series(w.ts, w.request_rate)
-        if rr is not None and np.isfinite(rr[1][win]).any():
-            r = rr[1]
-            rexp = _expected(r, step, settings)
-            r_actual = float(np.nanmean(r[win]))
-            r_expected = float(np.nanmean(rexp[win])) if np.isfinite(rexp[win]).any() else float("nan")
-            if math.isfinite(r_expected) and r_expected > 0:
-                traffic_ratio = r_actual / r_expected
-                evidence["traffic_ratio"] = round(traffic_ratio, 3)
-                if ratio / max(traffic_ratio, 1e-9) < settings.min_ratio:
-                    stats.reject(f"cost {w.service}", f"cost x{ratio:.2f} explained by traffic x{traffic_ratio:.2f}")
-                    return None
-    if w.replicas is not None:
-        rp = clean_series(w.ts, w.replicas)
-        if rp is not None and _one_autoscaler_step(rp[1], step, settings, win, ratio):
-            stats.reject(f"cost {w.service}", f"cost x{ratio:.2f} is at most {settings.replica_step:g} replica(s) above "
-                                              "the usual count at this time of day, at the usual cost per replica")
-            return None
-        if rp is not None:
-            r = rp[1]
-            before = r[:start]
-            if np.isfinite(before).any():
-                evidence["replicas_before_p95"] = float(np.nanpercentile(before, 95))
-                evidence["replicas_before_median"] = float(np.nanmedian(before))
-            if np.isfinite(r[win]).any():
-                evidence["replicas_now"] = float(np.nanmax(r[win]))
-    evidence.update(_gpu_util_evidence(w, step, settings, win, float(ts[start])))
-    if w.anomaly_scores is not None:
-        sc = np.asarray(w.anomaly_scores, dtype=np.float64)
-        if sc.shape == v.shape:
-            evidence["anomaly_score_max"] = round(float(np.nanmax(sc[win])) if np.isfinite(sc[win]).any() else 0.0, 4)
-        if w.anomaly_alarm_ts is not None and w.anomaly_alarm_ts >= float(ts[start]) - 3600:
-            evidence["anomaly_alarm_at"] = _iso(w.anomaly_alarm_ts)
-    z_now = (actual - expected) / sigma
-    severity: Severity = "critical" if ratio >= 2.5 else "warning"
-    confidence = float(min(1.0, 0.5 + 0.5 * min(1.0, duration / (4 * settings.min_duration_s)) * min(1.0, z_now / (2 * settings.z))))
-    if "anomaly_alarm_at" in evidence:  # the streaming detector saw the onset too
-        confidence = max(confidence, 0.9)
-    name = w.service
-    return Finding(
-        kind="cost_anomaly", service=name, severity=severity, detector="cost.seasonal_robust",
-        confidence=round(confidence, 3), file=w.file,
-        summary=(f"{name} costs ${actual:.2f}/h, x{ratio:.2f} its expected ${expected:.2f}/h "
-                 f"for {duration / 60:.0f} min (about ${(actual - expected) * HOURS_PER_MONTH:,.0f}/month extra)"),
-        evidence=evidence,
-    )
+    recent = slice(max(w0, last + 1 - max(hour, int(math.ceil(settings.min_duration_s / step)))), last + 1)
+    if not _nanmean(x[recent] - exp[recent]) >= 0.5 * excess:
+        return None   # the rise is not sustained to the latest sample: an excursion that ended
+    if ratio < settings.min_ratio:
+        return None
+    if excess < settings.z * sigma:
+        notes.append(f"{label}: a rise of {excess:.4g}/h since {_iso(ts[since])} stays within {settings.z:g} sigmas "
+                     f"({sigma:.4g}/h) of how much the daily mean moved before it: below the noise gate")
+        return None
+    per_day = excess / max(dur / DAY_S, 1.0)   # the average rise per day since the change
+    level: dict[str, object] = {"level_shift": {
+        "since": _iso(ts[since]), "reference_until": _iso(ts[ref_end]),
+        "reference_per_hour": round(expected, 4), "current_per_hour": round(actual, 4),
+        "compared_hours": round((ts[last] - ts[w0] + step) / 3600, 1),
+        "rise_per_hour_per_day": round(per_day, 4),
+        "days_since": round(dur / DAY_S, 2)}}
+    return _Excursion(method="level_shift", start=since, last=last, actual=actual, expected=expected, sigma=sigma,
+                      exp=exp, level=level, ref_end=ref_end, cmp_start=w0)
+
+
+def _hinge(d: Array, ts: Array, lo: int, hi: int, every: int) -> int:
+    """Index of the hinge c that best fits ``d`` on [lo, hi] (sampled every ``every`` samples) by
+    a + b * max(0, t - c) with b > 0, in least squares; ``lo`` when nothing fits."""
+    idx = np.arange(lo, hi + 1, every)
+    idx = idx[np.isfinite(d[idx])]
+    if idx.size < 4:
+        return lo
+    t = (ts[idx] - ts[idx[0]]) / DAY_S
+    y = d[idx] - float(np.mean(d[idx]))
+    h = np.maximum(0.0, t[None, :] - t[:-2, None])           # one row per candidate hinge
+    hc = h - h.mean(axis=1, keepdims=True)
+    var = np.sum(hc * hc, axis=1)
+    cov = hc @ y
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = np.where((var > 0) & (cov > 0), cov * cov / np.where(var > 0, var, 1.0), -1.0)
+    k = int(np.argmax(gain))
+    return int(idx[k]) if gain[k] > 0 else lo
+
+
+def _reference_profile(x: Array, ref_end: int, last: int, period: int, step: float) -> tuple[Array, np.ndarray]:
+    """Per time of day (phase counted back from ``last``): the median of ``x`` within +-30 min of it
+    on the samples up to ``ref_end``; and each sample's phase."""
+    n = x.size
+    half = max(0, int(round(PROFILE_HALF_WIDTH_S / step)))
+    phase = (last - np.arange(n)) % period
+    vals = x[: ref_end + 1]
+    ok = np.isfinite(vals)
+    ph0, vv = phase[: ref_end + 1][ok], vals[ok]
+    if vv.size == 0:
+        return np.full(period, np.nan), phase
+    ph = np.concatenate([(ph0 + off) % period for off in range(-half, half + 1)])
+    allv = np.tile(vv, 2 * half + 1)
+    order = np.lexsort((allv, ph))
+    ph, allv = ph[order], allv[order]
+    bounds = np.searchsorted(ph, np.arange(period + 1))
+    profile = np.full(period, np.nan)
+    for p_ in range(period):
+        a, b = bounds[p_], bounds[p_ + 1]
+        if b > a:
+            profile[p_] = float(np.median(allv[a:b]))
+    return profile, phase
+
+
+def _gates(exc: _Excursion, w: WorkloadSeries, v: Array, reps: Array | None, rate: Array | None, ts: Array,
+           step: float, settings: CostSettings, unit_price: float, notes: list[str]) -> bool:
+    """The total-cost gates: traffic explaining the rise, one autoscaler step. False (with a note)
+    when one of them drops the excursion."""
+    win = slice(exc.start, exc.last + 1)
+    ratio = exc.ratio
+    if rate is not None and np.isfinite(rate[win]).any():
+        r_actual, r_expected = _usual_like(exc, rate, step, settings)
+        if math.isfinite(r_expected) and r_expected > 0:
+            traffic_ratio = r_actual / r_expected
+            exc.level["traffic_ratio"] = round(traffic_ratio, 3)
+            if ratio / max(traffic_ratio, 1e-9) < settings.min_ratio:
+                notes.append(f"cost x{ratio:.2f} explained by traffic x{traffic_ratio:.2f}")
+                return False
+    if reps is not None:
+        if exc.method == "level_shift" and math.isfinite(unit_price) and unit_price > 0:
+            extra = (exc.actual - exc.expected) / unit_price
+            if extra <= settings.replica_step + 1e-9:
+                notes.append(f"cost x{ratio:.2f} since {_iso(ts[exc.start])} is "
+                             f"{extra:.2f} replica(s) on average above the reference, at most {settings.replica_step:g}")
+                return False
+        elif _one_autoscaler_step(reps, step, settings, win, ratio):
+            notes.append(f"cost x{ratio:.2f} is at most {settings.replica_step:g} replica(s) above "
+                         "the usual count at this time of day, at the usual cost per replica")
+            return False
+    return True
+
+
+def _usual_like(exc: _Excursion, x: Array, step: float, settings: CostSettings) -> tuple[float, float]:
+    """``x`` over the excursion's compared window, and what it usually is there by the excursion's
+    own reference: the same hours before the change for a level shift, else the same hours on
+    previous days (else the day before)."""
+    if exc.method == "level_shift" and exc.ref_end is not None and exc.cmp_start is not None:
+        period = max(1, int(round(DAY_S / step)))
+        profile, phase = _reference_profile(x, exc.ref_end, exc.last, period, step)
+        win = slice(exc.cmp_start, exc.last + 1)
+        return _nanmean(x[win]), _nanmean(profile[phase][win])
+    win = slice(exc.start, exc.last + 1)
+    return _nanmean(x[win]), _usual(x, step, settings, win)
 
 
 def _usual(x: Array, step: float, settings: CostSettings, win: slice) -> float:
@@ -214,23 +517,83 @@ def _one_autoscaler_step(r: Array, step: float, settings: CostSettings, win: sli
     """True when the rise is one autoscaler step: at most ``replica_step`` replicas more than at the
     same time on previous days (else than over the day before), each costing what it usually does.
     With two or three replicas one more is already x1.3-1.5 of the cost, and normal."""
-    r_now = float(np.nanmean(r[win])) if np.isfinite(r[win]).any() else math.nan
+    r_now = _nanmean(r[win])
     r_exp = _usual(r, step, settings, win)
     if not (math.isfinite(r_now) and math.isfinite(r_exp)) or r_now <= 0 or r_exp <= 0:
         return False
     return r_now - r_exp <= settings.replica_step + 1e-9 and ratio * r_exp / r_now < settings.min_ratio
 
 
-def _gpu_util_evidence(w: WorkloadSeries, step: float, settings: CostSettings, win: slice,
+def _finding(w: WorkloadSeries, exc: _Excursion, ts: Array, v: Array, reps: Array | None, rate: Array | None,
+             step: float, settings: CostSettings, align: np.ndarray | None) -> Finding:
+    start, last = exc.start, exc.last
+    win = slice(start, last + 1)
+    duration = float(ts[last] - ts[start] + step)
+    actual, expected, ratio, sigma = exc.actual, exc.expected, exc.ratio, exc.sigma
+    extra = {k: v_ for k, v_ in exc.level.items() if k != "traffic_ratio"}
+    evidence: dict[str, object] = {
+        "method": exc.method,
+        "window": {"start": _iso(ts[start]), "end": _iso(ts[last]), "minutes": round(duration / 60, 1)},
+        "cost_usd_per_hour": round(actual, 4),
+        "expected_usd_per_hour": round(expected, 4),
+        "expected_range_usd_per_hour": [round(max(0.0, expected - settings.z * sigma), 4),
+                                        round(max(expected * settings.min_ratio, expected + settings.z * sigma), 4)],
+        "ratio": round(ratio, 3),
+        "extra_usd_per_month": round((actual - expected) * HOURS_PER_MONTH, 2),
+        "robust_sigma_usd_per_hour": round(sigma, 5),
+        "points": downsample(ts, v, 48),
+        **extra,
+    }
+    if "traffic_ratio" in exc.level:
+        evidence["traffic_ratio"] = exc.level["traffic_ratio"]
+    elif rate is not None and np.isfinite(rate[win]).any():
+        r_actual, r_expected = _usual_like(exc, rate, step, settings)
+        if math.isfinite(r_expected) and r_expected > 0:
+            evidence["traffic_ratio"] = round(r_actual / r_expected, 3)
+    if reps is not None:
+        before = reps[:start]
+        if np.isfinite(before).any():
+            evidence["replicas_before_p95"] = float(np.nanpercentile(before, 95))
+            evidence["replicas_before_median"] = float(np.nanmedian(before))
+        if np.isfinite(reps[win]).any():
+            evidence["replicas_now"] = float(np.nanmax(reps[win]))
+    n = v.size
+    evidence.update(_gpu_util_evidence(w, _aligned(w, w.gpu_util, align, n), step, settings, win, float(ts[start])))
+    if w.anomaly_scores is not None:
+        sc = _aligned(w, w.anomaly_scores, align, n)
+        if sc is not None and sc.shape == v.shape:
+            evidence["anomaly_score_max"] = round(float(np.nanmax(sc[win])) if np.isfinite(sc[win]).any() else 0.0, 4)
+        if w.anomaly_alarm_ts is not None and w.anomaly_alarm_ts >= float(ts[start]) - 3600:
+            evidence["anomaly_alarm_at"] = _iso(w.anomaly_alarm_ts)
+    z_now = (actual - expected) / sigma
+    severity: Severity = "critical" if ratio >= 2.5 else "warning"
+    confidence = float(min(1.0, 0.5 + 0.5 * min(1.0, duration / (4 * settings.min_duration_s))
+                           * max(0.0, min(1.0, z_now / (2 * settings.z)))))
+    if "anomaly_alarm_at" in evidence:  # the streaming detector saw the onset too
+        confidence = max(confidence, 0.9)
+    name = w.service
+    how = {"per_replica": "per replica ", "level_shift": "", "seasonal": ""}[exc.method]
+    since = ""
+    ls = exc.level.get("level_shift")
+    if isinstance(ls, dict):
+        rate_txt = (f", +${ls['rise_per_hour_per_day']:.2f}/h per day"
+                    if isinstance(ls.get("rise_per_hour_per_day"), float) else "")
+        since = f" (a sustained rise since {ls['since']}{rate_txt})"
+    return Finding(
+        kind="cost_anomaly", service=name, severity=severity, detector=f"cost.{exc.method}",
+        confidence=round(confidence, 3), file=w.file,
+        summary=(f"{name} costs ${actual:.2f}/h, x{ratio:.2f} its expected ${expected:.2f}/h {how}"
+                 f"for {duration / 60:.0f} min{since} (about ${(actual - expected) * HOURS_PER_MONTH:,.0f}/month extra)"),
+        evidence=evidence,
+    )
+
+
+def _gpu_util_evidence(w: WorkloadSeries, u: Array | None, step: float, settings: CostSettings, win: slice,
                        start_ts: float) -> dict[str, object]:
     """What the GPUs did during the excursion: busy extra spend (utilisation rose with it) reads
     differently from idle extra spend (more GPUs, the same work spread thinner)."""
-    if w.gpu_util is None:
+    if u is None or u.shape[0] < win.stop or not np.isfinite(u[win]).any():
         return {}
-    cu = clean_series(w.ts, w.gpu_util)
-    if cu is None or not np.isfinite(cu[1][win]).any():
-        return {}
-    u = cu[1]
     out: dict[str, object] = {"gpu_util_percent": round(float(np.nanmean(u[win])), 1)}
     usual = _usual(u, step, settings, win)
     if math.isfinite(usual):

@@ -153,3 +153,25 @@ def test_input_embedding_drift_names_the_modality_and_a_missing_sample_is_an_err
     assert "model_drift|ml-serving/asr" in out["evaluated"] and "model_drift|ml-serving/tiny" not in out["evaluated"]
     # the cycle's tests ran as one batch: two services, two modalities and the fused embedding each
     assert batches == [[f"ml-serving/{s} {m}" for s in ("asr", "captioner") for m in ("image", "text", "fused")]]
+
+
+@pytest.mark.parametrize("values,word", [
+    ("inf", "infinite"), ("nan", "finite sample"), ("irregular", "irregular timestamps"),
+])
+def test_bad_cost_data_is_counted_in_the_cycle_report_never_a_finding_or_a_crash(values: str, word: str) -> None:
+    def answer(*, start: Any, end: Any, step_s: int, **_: Any) -> SignalResult:
+        ts = np.arange(start.timestamp(), end.timestamp() + 1, step_s, dtype=np.float64)
+        v = np.full(ts.shape, 3.0)
+        if values == "inf":
+            v[::7] = np.inf
+        elif values == "nan":
+            v[:] = np.nan
+        else:
+            ts = ts + np.where(np.arange(ts.size) % 2 == 1, 0.4 * step_s, 0.0)
+            ts[-1] = end.timestamp()
+        return SignalResult(status="ok", series=[Series({}, ts, v)])
+
+    metrics = FakeMetrics(workload_cost=answer, workload_replicas=flat(2.0), gpu_utilisation=flat(50.0))
+    out = run(detect, cycle_state(snapshot=snapshot([DEPLOYMENT])), make_deps(settings=settings(), metrics=metrics))
+    assert out["findings"] == []
+    assert any(e["source"] == f"cost {KEY}" and word in e["message"] for e in out["errors"]), out["errors"]
