@@ -68,6 +68,16 @@ class _Fallback(Exception):
         self.kind, self.why, self.usage = kind, why, usage or LLMUsage()
 
 
+# Rules of the playbooks whose parameters the planner checks against the evidence; each is stated
+# only to a model that is offered that playbook (the prompt stays within the token budget).
+PLAYBOOK_RULES = {
+    "rollback_model_version": "goes back to the previous version in Git history (given above), nothing else",
+    "add_required_label": "adds only the labels and values the policy gives (evidence.violations[].fixes)",
+    "rightsize_requests": "only sets a request raised in Git back to its value before the raise "
+                          "(evidence.request_change), nothing else",
+}
+
+
 class LLMPlanner:
     """Plan with an LLM; on any failure the deterministic planner decides and the plan says why."""
 
@@ -209,9 +219,10 @@ class LLMPlanner:
         if len(scope) > 8:
             lines.append(f"... +{len(scope) - 8} more workloads in scope")
         lines += ["", "## Playbooks you may choose"]
-        for name, pb in sorted(ctx.playbooks.items()):
-            if incident.kind not in pb.answers or name not in g.allowed_playbooks:
-                continue
+        offered = [name for name, pb in sorted(ctx.playbooks.items())
+                   if incident.kind in pb.answers and name in g.allowed_playbooks]
+        for name in offered:
+            pb = ctx.playbooks[name]
             ps = ", ".join(f"{k} ({p.type}{_bounds(p.min, p.max)}{'' if p.required else ', optional'})"
                            for k, p in pb.parameters.items()) or "no parameters"
             lines.append(f"- {name} [{pb.action}]: {pb.description} Parameters: {ps}.")
@@ -223,10 +234,7 @@ class LLMPlanner:
             "maxReplicas never below minReplicas",
             "- protected workloads are never changed (notify only); budget actions never touch critical workloads",
             f"- at most {g.limits.max_files_per_pr} files per PR; targets must be workloads in scope",
-            "- rollback_model_version goes back to the previous version in Git history (given above), nothing else",
-            "- add_required_label adds only the labels and values the policy gives (evidence.violations[].fixes)",
-            "- rightsize_requests only sets a request raised in Git back to its value before the raise "
-            "(evidence.request_change), nothing else",
+            *(f"- {name} {PLAYBOOK_RULES[name]}" for name in offered if name in PLAYBOOK_RULES),
             "",
             "Decide now. Answer with the JSON object only.",
         ]

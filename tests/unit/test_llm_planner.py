@@ -160,6 +160,17 @@ def test_prompt_shrinks_to_the_token_budget() -> None:
     assert len(evidence) <= 300 + 120  # the evidence block shrank to its floor
 
 
+def test_a_playbooks_rule_is_stated_only_where_that_playbook_is_offered() -> None:
+    pc, _, inc = cost_setup()
+    user = LLMPlanner(None).messages(inc, pc)[1]["content"]
+    offered = user.split("## Playbooks you may choose")[1].split("## Guardrails")[0]
+    rules = user.split("## Guardrails")[1]
+    assert "cap_max_replicas" in offered and "rollback_model_version" not in offered
+    assert "rollback_model_version" not in rules and "add_required_label" not in rules
+    drift = incident("model_drift", "ml/a", jsd=0.4)
+    assert "- rollback_model_version goes back" in LLMPlanner(None).messages(drift, pc)[1]["content"]
+
+
 # ----------------------------------------------------------------------------- planning + fallback
 
 
