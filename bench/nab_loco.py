@@ -146,6 +146,7 @@ def discord(series: list[Series], m: int = 32) -> list[np.ndarray]:
 Candidate = tuple[str, Callable[..., list[np.ndarray]], str | None, list[Any]]
 CANDIDATES: list[Candidate] = [
     ("remediator", DETECTORS["remediator"], None, [None]),
+    ("seasonal", DETECTORS["seasonal"], None, [None]),
     ("windowedGaussian", DETECTORS["windowedGaussian"], None, [None]),
     ("zscore", DETECTORS["zscore"], None, [None]),
     ("iforest", DETECTORS["iforest"], None, [None]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,5 +80,12 @@ def test_a_batch_gives_each_test_the_result_it_gets_alone() -> None:
         assert b.mmd.p_value == pytest.approx(alone.p_value)
         assert b.c2st is not None and 0.0 <= b.c2st.p_value <= 1.0
     assert [b.drifted for b in batched] == [False, True, True, False, True]
+    # the classifiers of a batch of mixed widths keep their order: only the shifted pairs are told apart
+    from tools.detectors.embedding_drift import _c2st_batch
+
+    pairs = [(rng.normal(size=(100, d)), rng.normal(size=(100, d)) + shift)
+             for d, shift in [(16, 0.0), (8, 3.0), (16, 3.0), (4, 0.0)]]
+    acc = [r.statistic for r in _c2st_batch(pairs, epochs=60, seed=1, dev=torch.device("cpu"))]
+    assert acc[1] > 0.95 and acc[2] > 0.95 and acc[0] < 0.7 and acc[3] < 0.7, acc
     with pytest.raises(ValueError, match=r"s9 image: embeddings hold NaN"):
         run_many([DriftTest(key="s9", modality="image", reference=np.full((5, 2), np.nan), current=np.zeros((5, 2)))])

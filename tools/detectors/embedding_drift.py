@@ -130,10 +130,23 @@ def c2st(x: np.ndarray, y: np.ndarray, *, epochs: int = 60, seed: int = 0, dev: 
 
 def _c2st_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, epochs: int, seed: int,
                 dev: torch.device) -> list[TestResult]:
-    """C2STs of pairs with the same sizes, trained together: B independent two-layer networks as
-    batched matrix products (features zero-padded to the widest; a zero feature stays zero)."""
+    """C2STs of pairs with the same sizes, trained together per embedding width (no padding: a
+    wider batch would cost every narrower network the widest one's work); results in input order."""
+    by_width: dict[int, list[int]] = {}
+    for i, (x, _) in enumerate(pairs):
+        by_width.setdefault(x.shape[1], []).append(i)
+    out: dict[int, TestResult] = {}
+    for members in by_width.values():
+        res = _c2st_same_width([pairs[i] for i in members], epochs=epochs, seed=seed, dev=dev)
+        out.update(zip(members, res, strict=True))
+    return [out[i] for i in range(len(pairs))]
+
+
+def _c2st_same_width(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, epochs: int, seed: int,
+                     dev: torch.device) -> list[TestResult]:
+    """B independent two-layer networks, one per pair, trained as batched matrix products."""
     n, m = len(pairs[0][0]), len(pairs[0][1])
-    width = max(x.shape[1] for x, _ in pairs)
+    width = pairs[0][0].shape[1]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     lab = np.concatenate([np.zeros(n), np.ones(m)]).astype(np.float32)
@@ -144,7 +157,7 @@ def _c2st_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, epochs: int, 
     for b, (x, y) in enumerate(pairs):
         z = np.concatenate([x, y]).astype(np.float32)
         mu, sd = z[tr].mean(0), z[tr].std(0) + 1e-6
-        feats[b, :, : z.shape[1]] = (z - mu) / sd
+        feats[b] = (z - mu) / sd
     zt = torch.as_tensor(feats, device=dev)
     lt = torch.as_tensor(lab, device=dev).expand(len(pairs), -1)
     hidden, batch = 32, len(pairs)
@@ -158,18 +171,19 @@ def _c2st_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, epochs: int, 
     opt = torch.optim.Adam([w1, b1, w2, b2], lr=1e-2, weight_decay=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
 
-    def logits(rows: torch.Tensor) -> torch.Tensor:
-        return (torch.relu(zt[:, rows] @ w1 + b1) @ w2 + b2).squeeze(-1)
+    def logits(z: torch.Tensor) -> torch.Tensor:
+        return (torch.relu(z @ w1 + b1) @ w2 + b2).squeeze(-1)
 
     tri, tei = torch.as_tensor(tr, device=dev), torch.as_tensor(te, device=dev)
+    z_train, y_train, z_test = zt[:, tri], lt[:, tri], zt[:, tei]   # gathered once, not every epoch
     for _ in range(epochs):
         opt.zero_grad()
         # the sum over networks of each one's mean loss: every network gets its own gradient
-        loss = loss_fn(logits(tri), lt[:, tri]) / len(tr)
+        loss = loss_fn(logits(z_train), y_train) / len(tr)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        correct = ((logits(tei) > 0).float() == lt[:, tei]).sum(dim=1).tolist()
+        correct = ((logits(z_test) > 0).float() == lt[:, tei]).sum(dim=1).tolist()
     total = len(te)
     # majority rate under the null: the larger class share of the held-out half
     base = max(float(lab[te].mean()), 1 - float(lab[te].mean()))
