@@ -16,6 +16,7 @@ Candidates (all causal: a row's score uses only the rows before it and itself):
 - ``remediator``: the production streaming detector (``agents/nab.py``, the daemon's batch path);
   its internal knobs were chosen on the whole subset earlier, so only its threshold is re-chosen
   per fold: its LOCO figure is optimistic.
+- ``seasonal``: the daemon's deciding cost test (same-hour median / MAD) as a per-point score.
 - ``windowedGaussian``, ``zscore``, ``iforest``: the baselines of ``agents/nab.py``.
 - ``rankens``: a rank-normalised ensemble of three simple scorers (robust z of the level, of the
   first difference, and of the mean of the last 6 rows, each against the median / MAD of the past
