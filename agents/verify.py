@@ -37,7 +37,9 @@ def signal_value(inc: Incident, checks: Sequence[Check]) -> float | None:
 
 def remember_reference(store: Store, inc: Incident, at: datetime, checks: Sequence[Check]) -> None:
     """Called when a remediation is approved/merged: what the signal was at that moment."""
-    store.set_kv(REF_KEY.format(inc.id), json.dumps({"value": signal_value(inc, checks), "at": at.isoformat()}))
+    own = own_check(inc, checks)
+    store.set_kv(REF_KEY.format(inc.id), json.dumps({"value": signal_value(inc, checks), "at": at.isoformat(),
+                                                     "metric": own.metric if own is not None else None}))
 
 
 def failing_checks(inc: Incident, checks: Sequence[Check], seen: Mapping[str, Mapping[str, Any]]) -> list[Check]:
@@ -83,10 +85,12 @@ def check(store: Store, inc: Incident, pr: PullRequest, checks: Sequence[Check],
     n = int(store.get_kv(FAIL_KEY.format(inc.id)) or 0) + 1
     store.set_kv(FAIL_KEY.format(inc.id), str(n))
     limit = min(c.cycles or default_cycles for c in failing)
-    ref_raw = store.get_kv(REF_KEY.format(inc.id))
-    ref = json.loads(ref_raw).get("value") if ref_raw else None
-    cur = signal_value(inc, checks)
     own = own_check(inc, checks)
+    ref_raw = store.get_kv(REF_KEY.format(inc.id))
+    ref_doc = json.loads(ref_raw) if ref_raw else {}
+    # a value kept under another metric (or before the metric was kept) is not compared with this one
+    ref = ref_doc.get("value") if own is not None and ref_doc.get("metric") == own.metric else None
+    cur = signal_value(inc, checks)
     unmet = [f"{c.signal} {c.condition}" for c in failing]
     detail: dict[str, Any] = {"failed_checks": n, "limit": limit, "value_at_approval": ref, "value_now": cur,
                               "metric": own.metric if own is not None else None, "failing": unmet}

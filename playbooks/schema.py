@@ -87,7 +87,9 @@ class EditSpec(BaseModel):
 # What a check's signal means: the incident kind whose finding carries it, the evidence field that
 # measures it (higher = worse), and the condition that says the signal is back in bounds.
 SIGNALS: dict[str, tuple[IncidentKind, str, str]] = {
-    "cost": ("cost_anomaly", "ratio", "below_expected"),
+    # $/h, not the ratio: the cost tests judge different baselines (total, per replica, a level before
+    # the change), so their ratios are not comparable from one cycle to the next; the spend is
+    "cost": ("cost_anomaly", "cost_usd_per_hour", "below_expected"),
     "budget": ("budget_breach", "projected_percent", "projected_below_alert"),
     "drift": ("model_drift", "distance", "below_threshold"),
     "fairness": ("fairness_violation", "dpd", "below_threshold"),

@@ -134,3 +134,29 @@ def test_a_playbook_without_checks_is_said_once_and_never_reverted() -> None:
     for _ in range(3):
         run(verify, cycle_state(snapshot=snapshot([CAPPED]), findings=[FIRING]), deps)
     assert verify_actions(deps) == ["unchecked"]
+
+
+def test_worse_is_judged_in_dollars_and_never_against_a_value_kept_under_another_metric() -> None:
+    """The cost tests judge different baselines (total, per replica, a level before the change), so a
+    later finding's ratio is not comparable with the one at approval: $/h is. A reference kept
+    before the metric was recorded with it is not compared at all (no revert from a mismatch)."""
+    import json
+
+    from agents.verify import FAIL_KEY, REF_KEY, check, remember_reference
+
+    deps = make_deps(settings=settings())
+    inc, pr = seed(deps, merged_ago=timedelta(hours=1))
+    checks = [Check(signal="cost", condition="below_expected")]
+    at_approval = inc.model_copy(update={"evidence": {"cost_usd_per_hour": 8.0, "ratio": 3.0, "method": "seasonal"}})
+    remember_reference(deps.store, at_approval, T0 - timedelta(hours=1), checks)
+    # after the merge the per-replica test fires: its ratio (1.5) is lower, the spend is higher
+    now = inc.model_copy(update={"evidence": {"cost_usd_per_hour": 12.0, "ratio": 1.5, "method": "per_replica"}})
+    seen = {inc.fingerprint: now.evidence}
+    kw = {"now": T0, "grace": timedelta(minutes=15), "seen": seen, "default_cycles": 5, "worse_factor": 1.1}
+    verdict, detail = check(deps.store, now, pr, checks, **kw)  # type: ignore[arg-type]
+    assert verdict == "revert" and detail["reason"] == "cost_usd_per_hour went from 8.0 to 12.0 after the merge"
+
+    deps.store.set_kv(REF_KEY.format(inc.id), json.dumps({"value": 2.4, "at": T0.isoformat()}))  # an older ratio
+    deps.store.set_kv(FAIL_KEY.format(inc.id), "0")
+    verdict, detail = check(deps.store, now, pr, checks, **kw)  # type: ignore[arg-type]
+    assert verdict == "failing" and detail["value_at_approval"] is None
