@@ -40,8 +40,8 @@ from agents.approvals import NothingToDecide, decide
 from agents.compose import build_deps, build_notifier, build_slack_signature, build_ui_token
 from agents.config import ConfigError, Settings
 from agents.deps import Deps
-from agents.metrics import render, store_registry
-from agents.probes import Readiness
+from agents.metrics import store_registry
+from agents.probes import Readiness, add_readiness_and_metrics
 from agents.ui import mount_ui
 from tools.errors import TemporaryError, ToolError, scrub
 from tools.slack import ACTIONS, SlackNotifier, SlackSignature, outcome_blocks
@@ -283,19 +283,7 @@ def create_app(deps_factory: Callable[[], Deps], settings: Settings, *, slack: S
     readiness = Readiness(settings=settings, store=lambda: handler.deps.store,
                           git=lambda: handler.deps.repo.reachable(), cycles=None)
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        try:
-            ok, checks = readiness.check()
-        except (ToolError, ConfigError, OSError, SQLAlchemyError) as e:   # the deps could not even be built
-            ok, checks = False, {"deps": scrub(str(e))[:300]}
-        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
-                            status_code=200 if ok else 503)
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        data, ctype = render(registry)
-        return Response(content=data, media_type=ctype)
+    add_readiness_and_metrics(app, readiness, registry)
 
     @app.post("/slack/interactions")
     async def slack_interactions(request: Request, background: BackgroundTasks) -> Response:

@@ -81,9 +81,19 @@ def create_probe_app(readiness: Readiness, registry: CollectorRegistry) -> FastA
     def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    add_readiness_and_metrics(app, readiness, registry)
+    return app
+
+
+def add_readiness_and_metrics(app: FastAPI, readiness: Readiness, registry: CollectorRegistry) -> None:
+    """``/readyz`` (503 naming what is not ready) and ``/metrics``: the daemon's probe app and serve's."""
+
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        ok, checks = readiness.check()
+        try:
+            ok, checks = readiness.check()
+        except (ToolError, ConfigError, OSError, SQLAlchemyError) as e:   # the deps could not even be built
+            ok, checks = False, {"deps": scrub(str(e))[:300]}
         if not ok:
             log.warning("not ready: %s", "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"))
         return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
@@ -93,8 +103,6 @@ def create_probe_app(readiness: Readiness, registry: CollectorRegistry) -> FastA
     def metrics() -> Response:
         data, ctype = render(registry)
         return Response(content=data, media_type=ctype)
-
-    return app
 
 
 def daemon_registry(settings: Settings, store: Callable[[], Store]) -> tuple[CollectorRegistry, CycleMetrics]:
