@@ -143,7 +143,7 @@ def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *
         stage = ", ".join(graph.get_state(cfg).next) or "?"
         message = str(e) if isinstance(e, StageError) else printable(scrub(f"{type(e).__name__}: {e}"))[:500]
         log.error("cycle %s failed in stage %s: %s", cycle_id, stage, message, exc_info=log.isEnabledFor(logging.DEBUG),
-                  extra={"cycle_id": cycle_id, "stage": stage})
+                  extra={"cycle_id": cycle_id})
         deps.store.set_kv(INFLIGHT_KEY, "")
         deps.store.audit.append(stage="cycle", action="failed", subject=cycle_id, cycle_id=cycle_id,
                                 data={"stage": stage, "error": message})
@@ -152,10 +152,8 @@ def _invoke(deps: Deps, graph: CycleGraph, state: CycleState | None, cfg: Any, *
             deps.store.save_cycle(cycle_id=cycle_id, started_at=started, finished_at=datetime.now(UTC), report={
                 "cycle_id": cycle_id, "started_at": started_at, "findings": [], "incidents": [], "pull_requests": [],
                 "notifications": [], "errors": [{"stage": stage, "source": "cycle", "message": message}]})
-        failed = CycleFailed(f"cycle {cycle_id} failed in stage {stage} ({message}); it is recorded, and the next "
-                             "run starts a fresh cycle")
-        failed.stage = stage
-        raise failed from e
+        raise CycleFailed(f"cycle {cycle_id} failed in stage {stage} ({message}); it is recorded, and the next "
+                          "run starts a fresh cycle", stage=stage) from e
 
 
 __all__ = ["INFLIGHT_KEY", "NODES", "StageError", "build_graph", "run_cycle"]

@@ -71,4 +71,6 @@ class CycleFailed(CycleAborted):
     """A stage of the cycle raised: the cycle ended there, the failure is recorded, and the next
     run starts a fresh cycle (only a cycle whose process died is resumed): exit 1."""
 
-    stage: str = "cycle"   # the stage that raised (the daemon counts errors by stage)
+    def __init__(self, message: str, *, stage: str = "cycle") -> None:
+        super().__init__(message)
+        self.stage = stage   # the stage that raised (the daemon counts errors by stage)

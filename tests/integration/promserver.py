@@ -77,13 +77,13 @@ def start_prometheus(om_path: Path, workdir: Path, lookback: str = "2m",
     raise RuntimeError(last)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process by PID, SIGKILL after 10 s."""
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """SIGTERM the process by PID, SIGKILL after ``grace_s`` (the test servers' one way to end)."""
     if proc.poll() is not None:
         return
     os.kill(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(10)
+        proc.wait(grace_s)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

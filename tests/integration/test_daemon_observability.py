@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -81,13 +80,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     try:
         yield f"127.0.0.1:{port}", log, tmp_path / "ws" / "state.db"
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        promserver.stop(proc, grace_s=60)   # SIGTERM lets the cycle in flight finish
 
 
 def test_prometheus_sees_cycles_and_readyz_follows_the_store(daemon: tuple[str, Path, Path], tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ PRs on the local provider), for the review UI's tests. Stopped by PID."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from typing import Any
 import yaml
 
 from agents.demo import prepare_workspace
+from tests.integration.promserver import stop
 
 TOKEN = "ui-test-token-6f1c0a9d2b7e4f58"
 
@@ -74,13 +73,3 @@ def start(workdir: Path, *, http: dict[str, Any] | None = None) -> UIServer:
         raise RuntimeError(f"serve not ready: {log.read_text()[-2000:]}")
     return UIServer(url=url, config=cfg_path, remote=remote, report=json.loads(run.stdout), proc=proc, log=log)
 
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
