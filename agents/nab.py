@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from tools.detectors.anomaly import StreamingAnomalyDetector, steps_per_day
-from tools.detectors.cost import seasonal_expected
+from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
+from tools.detectors.common import InputStats
+from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, seasonal_expected
 
 Series = tuple[np.ndarray, np.ndarray]  # (unix seconds, values)
 DetectorFn = Callable[[list[Series]], list[np.ndarray]]
@@ -98,6 +99,43 @@ def detect_remediator(series: list[Series]) -> list[np.ndarray]:
         periods[i] = steps_per_day(t)
     scores, _ = det.score(values, lengths=lengths, steps_per_day=periods)
     return [scores[i, s] for i, s in enumerate(slots)]
+
+
+CYCLE_EVERY_S = 300.0          # the daemon's default schedule.interval
+HISTORY_S = 7 * 86400.0        # the daemon's default detection.history (what one cycle's range query holds)
+
+
+def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S,
+                      history_s: float = HISTORY_S) -> list[np.ndarray]:
+    """The daemon's deciding cost path, replayed: the streaming detector scores all series as one
+    batch (``detect_remediator``, as the cycle does), then a cycle runs every ``every_s`` seconds of
+    each series' time and calls ``tools.detectors.cost.detect_cost_anomalies`` with its default
+    settings on the last ``history_s`` of samples and the streaming detector's latest alarm up to
+    then. A row scores 1.0 where a cycle finds an anomaly that the previous cycle did not (an
+    incident opens), else 0.0. NAB's series have no replicas or traffic, so the gates that need
+    them do not apply; ``min_duration``, ``min_ratio``, the noise gate and "rises only" do."""
+    streaming = detect_remediator(series)
+    settings = CostSettings()
+    out: list[np.ndarray] = []
+    for (t, v), sc in zip(series, streaming, strict=True):
+        s = np.zeros(v.size)
+        alarm_rows = np.nonzero(np.nan_to_num(sc) >= ALARM)[0]
+        was_open, next_t, lo = False, -math.inf, 0
+        for i in range(v.size):
+            if t[i] < next_t:
+                continue
+            next_t = t[i] + every_s
+            while t[lo] < t[i] - history_s:
+                lo += 1
+            k = int(np.searchsorted(alarm_rows, i, side="right"))
+            alarm_ts = float(t[alarm_rows[k - 1]]) if k else None
+            w = WorkloadSeries(service="nab", file=None, ts=t[lo:i + 1], cost=v[lo:i + 1], anomaly_alarm_ts=alarm_ts)
+            found = bool(detect_cost_anomalies([w], settings, InputStats())) if i - lo >= 2 else False
+            if found and not was_open:
+                s[i] = 1.0
+            was_open = found
+        out.append(s)
+    return out
 
 
 def detect_seasonal(series: list[Series]) -> list[np.ndarray]:
@@ -216,6 +254,7 @@ def detect_null(series: list[Series]) -> list[np.ndarray]:
 
 DETECTORS: dict[str, DetectorFn] = {
     "remediator": detect_remediator,
+    "production": detect_production,
     "seasonal": detect_seasonal,
     "zscore": detect_zscore,
     "iforest": detect_iforest,

@@ -23,7 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.unit.cost_series import DAY, simulate  # noqa: E402
 from tools.detectors.common import InputStats  # noqa: E402
-from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies  # noqa: E402
+from tools.detectors.cost import (  # noqa: E402
+    CostSettings,
+    WorkloadSeries,
+    detect_cost_anomalies,
+    streaming_alarms,
+)
 
 NOW = 1_795_775_700.0
 CASES = {
@@ -42,16 +47,21 @@ CASES = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--times", type=int, default=504)
+    ap.add_argument("--no-streaming", action="store_true",
+                    help="without the torch streaming detector's alarm (test 1b): the tests before issue 18's last step")
     a = ap.parse_args(argv)
     settings = CostSettings()
     for name, kw in CASES.items():
         t0 = time.perf_counter()
         found = linked = 0
         methods: dict[str, int] = {}
-        for k in range(a.times):
-            c = simulate(NOW, tz_h=168.0 * k / a.times, seed=k, **kw)   # type: ignore[arg-type]
-            out = detect_cost_anomalies([WorkloadSeries(service="ml/x", file=None, ts=c.ts, cost=c.cost,
-                                                        replicas=c.replicas, request_rate=c.rps)], settings, InputStats())
+        cs = [simulate(NOW, tz_h=168.0 * k / a.times, seed=k, **kw) for k in range(a.times)]   # type: ignore[arg-type]
+        ws = [WorkloadSeries(service="ml/x", file=None, ts=c.ts, cost=c.cost, replicas=c.replicas, request_rate=c.rps)
+              for c in cs]
+        if not a.no_streaming:   # the deciding path: all evaluation times' series scored as one batch
+            ws = streaming_alarms(ws)
+        for w in ws:
+            out = detect_cost_anomalies([w], settings, InputStats())
             if not out:
                 continue
             found += 1

@@ -4,7 +4,9 @@ Step-wise cost series (whole replicas at the scenario generator's prices, an HPA
 traffic with a weekly dip) are evaluated at every hour of a simulated week: the cluster's clock is
 shifted by 0..167 hours, so the change falls at every hour of the day and day of the week relative
 to the traffic pattern. Each change must be found at every evaluation time, and the same series
-without the change must give no finding at any of them."""
+without the change must give no finding at any of them. The whole deciding path runs: the torch
+streaming detector scores every series of a test as one batch (its alarm is test 1b), then the
+cost tests and gates."""
 
 from __future__ import annotations
 
@@ -17,17 +19,18 @@ from hypothesis import strategies as st
 
 from tests.unit.cost_series import DAY, STEP, simulate
 from tools.detectors.common import InputStats
-from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
+from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, streaming_alarms
 
 NOW = 1_795_775_700.0
 S = CostSettings()          # the daemon's defaults: 15 min, x1.3, z 4, one replica of autoscaler slack
 HOURS = range(168)
 
 
-def _find(c, stats: InputStats | None = None, **kw: object) -> list:
-    return detect_cost_anomalies([WorkloadSeries(service="ml/tagger", file=None, ts=c.ts, cost=c.cost,
-                                                 replicas=c.replicas, request_rate=c.rps, **kw)],
-                                 S, stats if stats is not None else InputStats())
+def _find_all(cs: list, stats: InputStats | None = None) -> list[list]:
+    """Each series' findings, the streaming detector having scored them all as one batch."""
+    ws = streaming_alarms([WorkloadSeries(service="ml/tagger", file=None, ts=c.ts, cost=c.cost,
+                                          replicas=c.replicas, request_rate=c.rps) for c in cs])
+    return [detect_cost_anomalies([w], S, stats if stats is not None else InputStats()) for w in ws]
 
 
 def _ts(iso: str) -> float:
@@ -46,9 +49,8 @@ CREEPS = {"x2.6 over 1 day, 2 days ago": (NOW - 2 * DAY, NOW - DAY, 2.6, DAY),
 def test_creep_is_found_at_every_hour_of_the_week(name: str) -> None:
     t0, t1, f, tolerance = CREEPS[name]
     missed = []
-    for h in HOURS:
-        c = simulate(NOW, tz_h=h, seed=h, creep=(t0, t1, f))
-        out = _find(c)
+    found = _find_all([simulate(NOW, tz_h=h, seed=h, creep=(t0, t1, f)) for h in HOURS])
+    for h, out in zip(HOURS, found, strict=True):
         if len(out) != 1:
             missed.append(h)
             continue
@@ -67,9 +69,8 @@ def test_request_raise_with_flat_replicas_links_to_the_window_start_at_every_hou
     (so the commit, within 1 h before it, explains it) whatever the hour."""
     at = NOW - 6 * 3600
     bad = []
-    for h in HOURS:
-        c = simulate(NOW, tz_h=h, seed=h, lo=2, hi=2, dips_per_day=6, price_step=(at, 2.0))
-        out = _find(c)
+    found = _find_all([simulate(NOW, tz_h=h, seed=h, lo=2, hi=2, dips_per_day=6, price_step=(at, 2.0)) for h in HOURS])
+    for h, out in zip(HOURS, found, strict=True):
         if len(out) != 1 or not at <= _ts(out[0].evidence["window"]["start"]) <= at + 3600:
             bad.append((h, out[0].evidence["window"] if out else None))
     assert bad == [], f"{len(bad)} of {len(HOURS)}: {bad[:5]}"
@@ -85,25 +86,17 @@ def test_a_step_that_persists_is_found_at_every_time_after_the_minimum_duration(
     before are listed below (one of the two evaluations before 2 h, at 1 h)."""
     step_at = NOW - 5 * DAY
     ages = [16 * 60, *range(3600, 5 * 24 * 3600 + 1, 3600)]
-    missed = []
-    for i, age in enumerate(ages):
-        now = step_at + age
-        kw = {"price_step": (step_at, 2.0)} if change == "price x2" else {"replica_step": (step_at, int(change[1]))}
-        c = simulate(now, tz_h=3, seed=i, **kw)   # type: ignore[arg-type]
-        if len(_find(c)) != 1:
-            missed.append(age / 3600)
+    kw = {"price_step": (step_at, 2.0)} if change == "price x2" else {"replica_step": (step_at, int(change[1]))}
+    found = _find_all([simulate(step_at + age, tz_h=3, seed=i, **kw) for i, age in enumerate(ages)])  # type: ignore[arg-type]
+    missed = [age / 3600 for age, out in zip(ages, found, strict=True) if len(out) != 1]
     assert [h for h in missed if h >= from_h] == [], f"{change}: missed at {len(missed)} of {len(ages)} ages (h): {missed}"
     assert len(missed) <= 1
 
 
 @pytest.mark.parametrize("lo,hi,dips", [(2, 10, 0.0), (2, 2, 6.0), (1, 4, 0.0), (3, 12, 2.0)])
 def test_the_same_series_without_the_change_is_never_a_finding(lo: int, hi: int, dips: float) -> None:
-    found = []
-    for h in HOURS:
-        c = simulate(NOW, tz_h=h, seed=1000 + h, lo=lo, hi=hi, dips_per_day=dips)
-        if _find(c):
-            found.append(h)
-    assert found == []
+    out = _find_all([simulate(NOW, tz_h=h, seed=1000 + h, lo=lo, hi=hi, dips_per_day=dips) for h in HOURS])
+    assert [h for h, f in zip(HOURS, out, strict=True) if f] == []
 
 
 def test_the_noise_gate_never_holds_back_two_replicas() -> None:
@@ -134,7 +127,7 @@ def test_a_rise_the_noise_gate_drops_is_said_in_the_errors() -> None:
     assert any("noise gate" in r for r in stats.rejected), stats.rejected
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), tz=st.floats(0, 168), age_h=st.floats(2, 120),
        kind=st.sampled_from(["price", "replicas"]), size=st.floats(0, 1), scale=st.floats(1e-2, 1e3))
 def test_a_persistent_step_is_found_at_any_age_hour_and_price_scale(seed: int, tz: float, age_h: float, kind: str,
@@ -146,5 +139,6 @@ def test_a_persistent_step_is_found_at_any_age_hour_and_price_scale(seed: int, t
     c = simulate(NOW, tz_h=tz, seed=seed, **kw)   # type: ignore[arg-type]
     base = simulate(NOW, tz_h=tz, seed=seed)
     scaled = [type(c)(ts=x.ts, cost=x.cost * scale, replicas=x.replicas, rps=x.rps) for x in (c, base)]
-    assert len(_find(scaled[0])) == 1
-    assert _find(scaled[1]) == []
+    with_step, without = _find_all(scaled)
+    assert len(with_step) == 1
+    assert without == []

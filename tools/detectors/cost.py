@@ -1,9 +1,16 @@
-"""Cost anomalies of each workload's $/h series: three tests, one finding.
+"""Cost anomalies of each workload's $/h series: four tests in a fixed order, one finding.
 
 1. **Cost per replica** (where the replica count is known): $/h divided by the running replicas.
    Autoscaler steps do not move it, so a rise in it (a resource request raised in Git, a dearer
    node type, a price change) is one unbroken window from its onset to the latest sample, whatever
    the autoscaler does meanwhile.
+1b. **The torch streaming detector's alarm** (``tools/detectors/anomaly.py``, every series of the
+   cycle scored as one batch; the score NAB measures): its latest alarm is the onset of the current
+   event (after an alarm it stays quiet for half a day, so one event raises one alarm). The window
+   runs from that onset to the latest sample and is judged like test 2 (same-hour expectation,
+   noise gate, ratio, ``min_duration``, still elevated at its end). An alarm on a blip, a drop or a
+   rise that has ended decides nothing; a rise it missed (a creep it adapted to) is left to tests 2
+   and 3. ``remediator nab --detector production`` replays this whole function on NAB's series.
 2. **Same hour of the previous days** on the total $/h: expected = median of the values at the same
    time of day on the previous days (up to ``seasonal_days``; at least 2, else the median of the
    24 h before); noise = 1.4826 x MAD of the residuals before the last day, but never more than
@@ -28,13 +35,13 @@ Series with bad values (NaN, infinities, too few samples, irregular timestamps) 
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
 
 from memory.records import Finding, Severity
+from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
 from tools.detectors.common import Array, InputStats, clean_series, downsample, robust_sigma
 
 DAY_S = 86400.0
@@ -74,7 +81,7 @@ class WorkloadSeries:
 class _Excursion:
     """One test's verdict on one series: the window [start, last] and the sums that decided it."""
 
-    method: str                # per_replica | seasonal | level_shift
+    method: str                # per_replica | streaming | seasonal | level_shift
     start: int
     last: int
     actual: float              # mean of the judged series over the window
@@ -91,9 +98,15 @@ class _Excursion:
 
 
 def _nanmedian(a: Array, axis: int) -> Array:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(np.nanmedian(a, axis=axis), dtype=np.float64)
+    """np.nanmedian along ``axis`` (NaN where a slice has no finite value), by one sort: numpy's own
+    takes a masked-array path per call that cost the cycle most of its time."""
+    a = np.asarray(a, dtype=np.float64)
+    s = np.sort(np.where(np.isfinite(a), a, np.nan), axis=axis)   # NaN sorts last
+    c = np.isfinite(a).sum(axis=axis, keepdims=True)
+    lo = np.take_along_axis(s, np.maximum((c - 1) // 2, 0), axis=axis)
+    hi = np.take_along_axis(s, np.maximum(c // 2, 0), axis=axis)
+    hi = np.where(c % 2 == 1, lo, hi)
+    return np.squeeze(np.where(c > 0, 0.5 * (lo + hi), np.nan), axis=axis)
 
 
 def _nanmean(a: Array) -> float:
@@ -139,20 +152,64 @@ def _trailing(v: Array, width: int, stat: str = "mean", min_frac: float = 0.5) -
     return out
 
 
-def _day_before_level(v: Array, period: int) -> Array:
-    """Median of the (up to) 24 h before each sample, where at least 3 finite samples exist."""
+def _day_before_level(v: Array, period: int, need: np.ndarray | None = None) -> Array:
+    """Median of the (up to) 24 h before each sample, where at least 3 finite samples exist; only
+    at the samples ``need`` marks (all when None), NaN elsewhere."""
     n = v.size
     level = np.full(n, np.nan)
     if n <= 3:
         return level
     # a median over a sliding window: computed every half hour of a day (48 anchors) and held between
-    # them (the fallback only matters for the first two days of a series)
+    # them (the fallback only matters for the first two days of a series), all anchors in one call
     stride = max(1, period // 48)
-    for i in range(3, n, stride):
-        seg = v[max(0, i - period): i]
-        if np.isfinite(seg).sum() >= 3:
-            level[i: i + stride] = float(np.nanmedian(seg))
+    anchors = np.arange(3, n, stride)
+    held = np.minimum(anchors[:, None] + np.arange(stride)[None, :], n)   # the samples each anchor fills
+    if need is not None:
+        wanted = np.where(held < n, need[np.minimum(held, n - 1)], False).any(axis=1)
+        anchors, held = anchors[wanted], held[wanted]
+    if anchors.size == 0:
+        return level
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.full(period, np.nan), v]), period)[anchors]
+    med = np.full(anchors.size, np.nan)
+    ok = np.isfinite(windows).sum(axis=1) >= 3       # windows[j] = v[anchor - period: anchor]
+    if ok.any():
+        med[ok] = _nanmedian(windows[ok], axis=1)
+    inside = held < n
+    level[held[inside]] = np.broadcast_to(med[:, None], held.shape)[inside]
     return level
+
+
+
+def streaming_alarms(workloads: list[WorkloadSeries], detector: StreamingAnomalyDetector | None = None,
+                     ) -> list[WorkloadSeries]:
+    """Each workload with the torch streaming detector's scores and latest alarm on its $/h series,
+    every series scored as one batch ([series, time], padded to the longest): the deciding path of
+    ``detect_cost_anomalies`` without the state the daemon keeps between cycles (agents/scoring.py
+    resumes from it instead; by the detector's state contract the scores are the same). A series
+    the detector cannot take keeps what it had."""
+    rows = []
+    for w in workloads:
+        try:
+            ts = np.asarray(w.ts, dtype=np.float64).ravel()
+            v = np.asarray(w.cost, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            continue
+        if ts.size == v.size and ts.size > 0:
+            rows.append((len(rows), w, ts, v))
+    if not rows:
+        return list(workloads)
+    n = max(r[2].size for r in rows)
+    values = np.full((len(rows), n), np.nan)
+    for i, _, _, v in rows:
+        values[i, : v.size] = v
+    det = detector or StreamingAnomalyDetector()
+    scores, _ = det.score(values, lengths=[r[2].size for r in rows], steps_per_day=[steps_per_day(r[2]) for r in rows])
+    done: dict[int, WorkloadSeries] = {}
+    for i, w, ts, v in rows:
+        sc = scores[i, : v.size]
+        hit = np.nonzero(sc >= ALARM)[0]
+        done[id(w)] = replace(w, anomaly_scores=sc, anomaly_alarm_ts=float(ts[hit[-1]]) if hit.size else None)
+    return [done.get(id(w), w) for w in workloads]
 
 
 def detect_cost_anomalies(
@@ -248,32 +305,41 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
             unit_price = float(np.nanmedian(unit[: max(1, n - period)])) if np.isfinite(
                 unit[: max(1, n - period)]).any() else float(np.nanmedian(unit))
             exc = _per_replica(unit, reps, v, ts, step, period, settings, notes)
+    streaming_notes: list[str] = []
+    onset = _alarm_onset(w.anomaly_alarm_ts, ts, last)
+    if exc is None and onset is not None:
+        exc = _seasonal(v, ts, step, period, settings, unit_price, streaming_notes, method="streaming", onset=onset)
+        if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, streaming_notes):
+            exc = None
     if exc is None:
         exc = _seasonal(v, ts, step, period, settings, unit_price, notes)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
             exc = None
-        if exc is not None:   # a creep found by the same-hour test: say since when and how much per day too
-            lvl = _level_shift(v, ts, step, period, settings, [])
-            if lvl is not None:
-                exc.level["level_shift"] = lvl.level["level_shift"]
     if exc is None:
         exc = _level_shift(v, ts, step, period, settings, notes)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
             exc = None
     if exc is None:
-        for note in notes:
+        for note in notes or streaming_notes:
             stats.reject(what, note)
         return None
+    if exc.method in ("streaming", "seasonal"):   # a creep or a step that persists: say since when and how much per day too
+        lvl = _level_shift(v, ts, step, period, settings, [])
+        if lvl is not None:
+            exc.level["level_shift"] = lvl.level["level_shift"]
     return _finding(w, exc, ts, v, reps, rate, step, settings, align)
 
 
 def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSettings, unit_price: float,
-              notes: list[str], method: str = "seasonal", label: str = "cost") -> _Excursion | None:
-    """Test 2 (also test 1 on the cost per replica): the same hour on the previous days."""
+              notes: list[str], method: str = "seasonal", label: str = "cost",
+              onset: int | None = None) -> _Excursion | None:
+    """Test 2 (also test 1 on the cost per replica, and test 1b from the streaming alarm's ``onset``):
+    the same hour on the previous days. The excursion starts where the CUSUM of the relative excess
+    says, or at ``onset`` when one is given."""
     n = v.size
     last = int(np.nonzero(np.isfinite(v))[0][-1])
     exp = _expected(v, step, settings)
-    exp = np.where(np.isfinite(exp), exp, _day_before_level(v, period))
+    exp = np.where(np.isfinite(exp), exp, _day_before_level(v, period, ~np.isfinite(exp)))
     resid = v - exp
     sigma = robust_sigma(resid[: max(0, n - period)]) if n > period else robust_sigma(resid)
     base_level = float(np.nanmedian(v))
@@ -281,7 +347,7 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
     if math.isfinite(unit_price) and unit_price > 0:
         # cost moves in whole replicas: the noise gate may hold back at most replica_step + 1/2 of them
         sigma = min(sigma, max((settings.replica_step + 0.5) * unit_price / settings.z, 0.01 * abs(base_level), 1e-9))
-    start = _cusum_start(v, exp, settings.min_ratio, last)
+    start = _cusum_start(v, exp, settings.min_ratio, last) if onset is None else onset
     if start is None or ts[last] - ts[start] + step < settings.min_duration_s:
         return None   # no current excursion, or one shorter than min_duration (a blip)
     win = slice(start, last + 1)
@@ -299,28 +365,42 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
     return _Excursion(method=method, start=start, last=last, actual=actual, expected=expected, sigma=sigma, exp=exp)
 
 
+def _alarm_onset(alarm_ts: float | None, ts: Array, last: int) -> int | None:
+    """The grid slot of the streaming detector's latest alarm (its onset of the current event: after
+    an alarm the detector stays quiet for REFRACTORY_DAYS, so one event raises one alarm); None when
+    there is none inside the series."""
+    if alarm_ts is None or not math.isfinite(float(alarm_ts)):
+        return None
+    t = float(alarm_ts)
+    if t < float(ts[0]) or t > float(ts[last]):
+        return None
+    return min(int(np.searchsorted(ts, t - 1e-6)), last)
+
+
 def _cusum_start(v: Array, exp: Array, min_ratio: float, last: int) -> int | None:
     """Where the excursion that reaches the latest sample began, by Page's CUSUM of the relative
     excess v / exp - 1 with a reference of half the ratio gate: a sample or two back at the usual
     cost does not end it, a return to the usual cost for long does. None when it is not running
-    at ``last``. More than MAX_GAP_STEPS missing samples in a row restart it."""
+    at ``last``. More than MAX_GAP_STEPS missing samples in a row restart it. (Vectorised: with
+    C the running sum since the last restart, the statistic is C - min(0, min C so far).)"""
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(np.isfinite(v) & np.isfinite(exp) & (exp > 0), v / np.where(exp > 0, exp, 1.0) - 1.0, np.nan)
-    k = 0.5 * (min_ratio - 1.0)
-    s_val, start, gap = 0.0, None, 0
-    for i, x in enumerate(r[: last + 1].tolist()):
-        if x != x:   # NaN
-            gap += 1
-            if gap > MAX_GAP_STEPS:
-                s_val, start = 0.0, None
-            continue
-        gap = 0
-        s_val = s_val + x - k
-        if s_val <= 0:
-            s_val, start = 0.0, None
-        elif start is None:
-            start = i
-    return start if s_val > 0 else None
+    r = r[: last + 1]
+    fin = np.isfinite(r)
+    missing = np.cumsum(~fin)
+    gap = missing - np.maximum.accumulate(np.where(fin, missing, 0))   # missing samples in a row up to here
+    restarts = np.nonzero(gap > MAX_GAP_STEPS)[0]
+    begin = int(restarts[-1]) + 1 if restarts.size else 0
+    pos = begin + np.nonzero(fin[begin:])[0]
+    if pos.size == 0:
+        return None
+    c = np.cumsum(r[pos] - 0.5 * (min_ratio - 1.0))
+    stat = c - np.minimum(0.0, np.minimum.accumulate(c))
+    back = stat <= 1e-9   # back at the usual cost (a tolerance: a sum that returns to 0 exactly may round either way)
+    if back[-1]:
+        return None
+    zeros = np.nonzero(back)[0]
+    return int(pos[zeros[-1] + 1]) if zeros.size else int(pos[0])
 
 
 def _per_replica(unit: Array, reps: Array, v: Array, ts: Array, step: float, period: int, settings: CostSettings,
@@ -572,7 +652,7 @@ def _finding(w: WorkloadSeries, exc: _Excursion, ts: Array, v: Array, reps: Arra
     if "anomaly_alarm_at" in evidence:  # the streaming detector saw the onset too
         confidence = max(confidence, 0.9)
     name = w.service
-    how = {"per_replica": "per replica ", "level_shift": "", "seasonal": ""}[exc.method]
+    how = {"per_replica": "per replica ", "level_shift": "", "seasonal": "", "streaming": ""}[exc.method]
     since = ""
     ls = exc.level.get("level_shift")
     if isinstance(ls, dict):
