@@ -18,6 +18,7 @@ Detectors:
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import random
 import time
@@ -31,6 +32,7 @@ from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_d
 from tools.detectors.common import InputStats
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, seasonal_expected
 
+log = logging.getLogger("remediator.nab")
 Series = tuple[np.ndarray, np.ndarray]  # (unix seconds, values)
 DetectorFn = Callable[[list[Series]], list[np.ndarray]]
 
@@ -117,7 +119,8 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S,
     streaming = detect_remediator(series)
     settings = CostSettings()
     out: list[np.ndarray] = []
-    for (t, v), sc in zip(series, streaming, strict=True):
+    for k, ((t, v), sc) in enumerate(zip(series, streaming, strict=True)):
+        log.info("production replay: series %d of %d (%d rows)", k + 1, len(series), v.size)
         s = np.zeros(v.size)
         alarm_rows = np.nonzero(np.nan_to_num(sc) >= ALARM)[0]
         was_open, next_t, lo = False, -math.inf, 0

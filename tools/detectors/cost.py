@@ -534,11 +534,11 @@ def _reference_profile(x: Array, ref_end: int, last: int, period: int, step: flo
     order = np.lexsort((allv, ph))
     ph, allv = ph[order], allv[order]
     bounds = np.searchsorted(ph, np.arange(period + 1))
-    profile = np.full(period, np.nan)
-    for p_ in range(period):
-        a, b = bounds[p_], bounds[p_ + 1]
-        if b > a:
-            profile[p_] = float(np.median(allv[a:b]))
+    a, b = bounds[:-1], bounds[1:]          # each phase's values, sorted: the median is in the middle
+    has = b > a
+    lo = np.minimum(a + (b - a - 1) // 2, allv.size - 1)
+    hi = np.minimum(a + (b - a) // 2, allv.size - 1)
+    profile = np.where(has, 0.5 * (allv[lo] + allv[hi]), np.nan)
     return profile, phase
 
 

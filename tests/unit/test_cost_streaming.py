@@ -1,0 +1,97 @@
+"""The torch streaming detector decides cost anomalies (test 1b of tools/detectors/cost.py): its
+latest alarm is the onset of the event, the window runs from there, and the same gates apply. An
+alarm on a blip, a drop or a rise that has ended decides nothing. ``remediator nab --detector
+production`` replays exactly this path."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.nab import detect_production, detect_remediator
+from tests.unit.cost_series import STEP, simulate
+from tools.detectors.anomaly import ALARM
+from tools.detectors.common import InputStats
+from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, streaming_alarms
+
+NOW = 1_795_775_700.0
+S = CostSettings()
+
+
+def _ws(ts: np.ndarray, cost: np.ndarray, name: str = "ml/tagger") -> WorkloadSeries:
+    return WorkloadSeries(service=name, file=None, ts=ts, cost=cost)
+
+
+def _flat(seed: int = 0, days: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    c = simulate(NOW, seed=seed, lo=3, hi=3, days=days)   # three replicas all week: a flat price with noise
+    return c.ts, c.cost.copy()
+
+
+def test_a_step_is_decided_by_the_streaming_alarm_from_its_onset() -> None:
+    ts, cost = _flat()
+    at = ts.size - 3 * 3600 // STEP                      # x2 for the last three hours
+    cost[at:] *= 2.0
+    (w,) = streaming_alarms([_ws(ts, cost)])
+    assert w.anomaly_alarm_ts is not None and ts[at] <= w.anomaly_alarm_ts <= ts[at] + 3600
+    (f,) = detect_cost_anomalies([w], S, InputStats())
+    assert f.detector == "cost.streaming" and f.evidence["method"] == "streaming"
+    start = np.datetime64(f.evidence["window"]["start"].rstrip("Z"), "s").astype(np.int64)
+    assert start == int(w.anomaly_alarm_ts)               # the window starts at the alarm
+    assert f.evidence["ratio"] >= 1.8 and "anomaly_alarm_at" in f.evidence
+
+
+def test_without_the_alarm_the_same_step_is_still_found_by_the_same_hour_test() -> None:
+    ts, cost = _flat()
+    cost[ts.size - 3 * 3600 // STEP:] *= 2.0
+    (f,) = detect_cost_anomalies([_ws(ts, cost)], S, InputStats())
+    assert f.evidence["method"] == "seasonal"
+
+
+def test_an_alarm_on_a_blip_a_drop_or_an_ended_rise_decides_nothing() -> None:
+    ts, base = _flat(seed=3)
+    blip, drop, ended = base.copy(), base.copy(), base.copy()
+    blip[-2] *= 4.0                                       # one sample
+    drop[-2 * 3600 // STEP:] *= 0.3                       # the cost fell
+    ended[-8 * 3600 // STEP: -4 * 3600 // STEP] *= 2.5    # a rise that ended four hours ago
+    ws = streaming_alarms([_ws(ts, x, f"ml/{k}") for k, x in (("blip", blip), ("drop", drop), ("ended", ended))])
+    assert all(w.anomaly_alarm_ts is not None for w in ws), "each must raise an alarm for the test to mean anything"
+    assert detect_cost_anomalies(ws, S, InputStats()) == []
+
+
+def test_series_of_different_lengths_are_scored_as_one_batch_like_one_by_one() -> None:
+    ts, cost = _flat(seed=5)
+    cost[-3600 // STEP:] *= 3.0
+    short_ts, short = ts[-2 * 86400 // STEP:], cost[-2 * 86400 // STEP:].copy()
+    together = streaming_alarms([_ws(ts, cost, "ml/a"), _ws(short_ts, short, "ml/b")])
+    alone = [streaming_alarms([w])[0] for w in (_ws(ts, cost, "ml/a"), _ws(short_ts, short, "ml/b"))]
+    for x, y in zip(together, alone, strict=True):
+        assert x.anomaly_alarm_ts == y.anomaly_alarm_ts
+        np.testing.assert_allclose(np.asarray(x.anomaly_scores), np.asarray(y.anomaly_scores), atol=1e-9)
+
+
+def test_a_workload_the_detector_cannot_take_keeps_what_it_had() -> None:
+    ts, cost = _flat()
+    bad = WorkloadSeries(service="ml/bad", file=None, ts=ts[:10], cost=cost[:5])   # shapes disagree
+    out = streaming_alarms([bad, _ws(ts, cost)])
+    assert out[0] is bad and out[1].anomaly_scores is not None
+
+
+def test_the_nab_replay_is_the_daemon_path_at_each_cycle() -> None:
+    """``detect_production`` scores 1 exactly where a cycle's detect_cost_anomalies (on the last
+    week, with the streaming alarm up to then) first finds the rise, and 0 elsewhere."""
+    c = simulate(NOW, seed=11, lo=3, hi=3, days=3)
+    ts, cost = c.ts, c.cost.copy()
+    at = ts.size - 6 * 3600 // STEP
+    cost[at:] *= 2.0
+    every = 1800.0
+    (score,) = detect_production([(ts, cost)], every_s=every)
+    hits = np.nonzero(score)[0]
+    assert hits.size == 1 and set(np.unique(score)) == {0.0, 1.0}
+    i = int(hits[0])
+    assert ts[at] < ts[i] <= ts[at] + 3600
+    # the cycle before found nothing, this one finds it: recomputed here without the replay
+    (sc,) = detect_remediator([(ts, cost)])
+    for row, want in ((i, 1), (int(np.searchsorted(ts, ts[i] - every)), 0)):
+        alarms = np.nonzero(sc[: row + 1] >= ALARM)[0]
+        w = WorkloadSeries(service="nab", file=None, ts=ts[: row + 1], cost=cost[: row + 1],
+                           anomaly_alarm_ts=float(ts[alarms[-1]]) if alarms.size else None)
+        assert len(detect_cost_anomalies([w], S, InputStats())) == want
