@@ -16,6 +16,11 @@ Candidates (all causal: a row's score uses only the rows before it and itself):
 - ``remediator``: the production streaming detector (``agents/nab.py``, the daemon's batch path);
   its internal knobs were chosen on the whole subset earlier, so only its threshold is re-chosen
   per fold: its LOCO figure is optimistic.
+- ``remediator-knobs``: the same detector with one of eleven knobs moved alone to a smaller or a
+  larger value (``KNOB_VARIANTS``: 18 variants and the shipped one); the variant and threshold are
+  chosen per fold: a true LOCO of the knob choice within that neighbourhood.
+- ``production``: the daemon's whole deciding cost path replayed (``remediator nab --detector
+  production``); 0/1 scores, so only its decisions are measured.
 - ``seasonal``: the daemon's deciding cost test (same-hour median / MAD) as a per-point score.
 - ``windowedGaussian``, ``zscore``, ``iforest``: the baselines of ``agents/nab.py``.
 - ``rankens``: a rank-normalised ensemble of three simple scorers (robust z of the level, of the
@@ -144,9 +149,39 @@ def discord(series: list[Series], m: int = 32) -> list[np.ndarray]:
     return out
 
 
+# The production detector's knobs, each moved alone to a smaller and a larger value around the one in
+# tools/detectors/anomaly.py ("default" = as shipped): ``remediator-knobs`` chooses one of these per
+# fold on the three other categories (with the threshold), a true LOCO of the knob choice within this
+# neighbourhood (the shipped values were chosen on all four categories).
+KNOB_VARIANTS: list[str] = ["default"] + [f"{k}={v}" for k, vals in {
+    "ALPHA_LEVEL": (0.01, 0.05), "ALPHA_SCALE": (0.005, 0.02), "ALPHA_SHORT": (0.08, 0.3),
+    "REFRACTORY_DAYS": (0.25, 1.0), "RECORD_HL_DAYS": (3.5, 14.0), "SEASON_GATE": (0.3, 0.7),
+    "SPATIAL_TOL": (0.02, 0.1), "TOD_DAYS": (3,), "TOD_GATE": (False,), "RECORD_GATE": (False,),
+    "WEEK_GATE": (False,)}.items() for v in vals]
+
+
+def remediator_variant(series: list[Series], variant: str = "default") -> list[np.ndarray]:
+    """The production streaming detector with one module constant of tools/detectors/anomaly.py set
+    to another value for this run."""
+    from tools.detectors import anomaly
+
+    if variant == "default":
+        return DETECTORS["remediator"](series)
+    name, raw = variant.split("=")
+    old = getattr(anomaly, name)
+    value = raw == "True" if isinstance(old, bool) else type(old)(float(raw))
+    setattr(anomaly, name, value)
+    try:
+        return DETECTORS["remediator"](series)
+    finally:
+        setattr(anomaly, name, old)
+
+
 Candidate = tuple[str, Callable[..., list[np.ndarray]], str | None, list[Any]]
 CANDIDATES: list[Candidate] = [
     ("remediator", DETECTORS["remediator"], None, [None]),
+    ("remediator-knobs", remediator_variant, "variant", KNOB_VARIANTS),
+    ("production", DETECTORS["production"], None, [None]),
     ("seasonal", DETECTORS["seasonal"], None, [None]),
     ("windowedGaussian", DETECTORS["windowedGaussian"], None, [None]),
     ("zscore", DETECTORS["zscore"], None, [None]),

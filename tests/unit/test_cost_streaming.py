@@ -35,7 +35,7 @@ def test_a_step_is_decided_by_the_streaming_alarm_from_its_onset() -> None:
     (f,) = detect_cost_anomalies([w], S, InputStats())
     assert f.detector == "cost.streaming" and f.evidence["method"] == "streaming"
     start = np.datetime64(f.evidence["window"]["start"].rstrip("Z"), "s").astype(np.int64)
-    assert start == int(w.anomaly_alarm_ts)               # the window starts at the alarm
+    assert ts[at] - STEP <= start <= int(w.anomaly_alarm_ts)   # the window starts at the rise, by the alarm at the latest
     assert f.evidence["ratio"] >= 1.8 and "anomaly_alarm_at" in f.evidence
 
 
@@ -95,3 +95,17 @@ def test_the_nab_replay_is_the_daemon_path_at_each_cycle() -> None:
         w = WorkloadSeries(service="nab", file=None, ts=ts[: row + 1], cost=cost[: row + 1],
                            anomaly_alarm_ts=float(ts[alarms[-1]]) if alarms.size else None)
         assert len(detect_cost_anomalies([w], S, InputStats())) == want
+
+
+def test_an_alarm_late_in_a_creep_does_not_cut_the_window_short() -> None:
+    """Found at tz-shift 8 on the creep scenario: the detector alarmed 10 h ago, in the middle of a
+    rise that began two days ago; a window from the alarm read the creep's own high replicas as
+    "before", and the planner capped nothing. The window goes back to where the rise began."""
+    c = simulate(NOW, seed=8, creep=(NOW - 2 * 86400, NOW - 86400, 2.6))
+    late = float(c.ts[-10 * 3600 // STEP])
+    w = WorkloadSeries(service="ml/tagger", file=None, ts=c.ts, cost=c.cost, replicas=c.replicas,
+                       request_rate=c.rps, anomaly_alarm_ts=late)
+    (f,) = detect_cost_anomalies([w], S, InputStats())
+    start = np.datetime64(f.evidence["window"]["start"].rstrip("Z"), "s").astype(np.int64)
+    assert f.evidence["method"] == "streaming" and start < late - 12 * 3600
+    assert f.evidence["replicas_before_median"] < f.evidence["replicas_now"] - 2

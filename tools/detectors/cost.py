@@ -7,8 +7,9 @@
 1b. **The torch streaming detector's alarm** (``tools/detectors/anomaly.py``, every series of the
    cycle scored as one batch; the score NAB measures): its latest alarm is the onset of the current
    event (after an alarm it stays quiet for half a day, so one event raises one alarm). The window
-   runs from that onset to the latest sample and is judged like test 2 (same-hour expectation,
-   noise gate, ratio, ``min_duration``, still elevated at its end). An alarm on a blip, a drop or a
+   runs from that onset (or from where the same-hour CUSUM says the rise began, if earlier) to the
+   latest sample and is judged like test 2 (same-hour expectation, noise gate, ratio,
+   ``min_duration``, still elevated at its end). An alarm on a blip, a drop or a
    rise that has ended decides nothing; a rise it missed (a creep it adapted to) is left to tests 2
    and 3. ``remediator nab --detector production`` replays this whole function on NAB's series.
 2. **Same hour of the previous days** on the total $/h: expected = median of the values at the same
@@ -335,7 +336,8 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
               onset: int | None = None) -> _Excursion | None:
     """Test 2 (also test 1 on the cost per replica, and test 1b from the streaming alarm's ``onset``):
     the same hour on the previous days. The excursion starts where the CUSUM of the relative excess
-    says, or at ``onset`` when one is given."""
+    last left zero; with an ``onset`` (the streaming alarm) at that onset or, when the CUSUM's rise
+    began earlier (a creep the detector alarmed on late), there."""
     n = v.size
     last = int(np.nonzero(np.isfinite(v))[0][-1])
     exp = _expected(v, step, settings)
@@ -347,7 +349,9 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
     if math.isfinite(unit_price) and unit_price > 0:
         # cost moves in whole replicas: the noise gate may hold back at most replica_step + 1/2 of them
         sigma = min(sigma, max((settings.replica_step + 0.5) * unit_price / settings.z, 0.01 * abs(base_level), 1e-9))
-    start = _cusum_start(v, exp, settings.min_ratio, last) if onset is None else onset
+    start = _cusum_start(v, exp, settings.min_ratio, last)
+    if onset is not None:   # the alarm decides; the window goes back to where the rise began if that was earlier
+        start = onset if start is None else min(start, onset)
     if start is None or ts[last] - ts[start] + step < settings.min_duration_s:
         return None   # no current excursion, or one shorter than min_duration (a blip)
     win = slice(start, last + 1)
