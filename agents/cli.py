@@ -418,6 +418,7 @@ def nab(data: Annotated[Path, typer.Option("--data", help="NAB data folder: <cat
     """
     from agents.nab import run_nab
 
+    setup_logging(False)   # the production replay says which series it is on
     try:
         summary = run_nab(data, out, detector)
     except (ValueError, FileNotFoundError) as e:

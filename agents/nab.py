@@ -107,23 +107,24 @@ CYCLE_EVERY_S = 300.0          # the daemon's default schedule.interval
 HISTORY_S = 7 * 86400.0        # the daemon's default detection.history (what one cycle's range query holds)
 
 
-def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S,
-                      history_s: float = HISTORY_S) -> list[np.ndarray]:
+def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, history_s: float = HISTORY_S,
+                      settings: CostSettings | None = None) -> list[np.ndarray]:
     """The daemon's deciding cost path, replayed: the streaming detector scores all series as one
     batch (``detect_remediator``, as the cycle does), then a cycle runs every ``every_s`` seconds of
     each series' time and calls ``tools.detectors.cost.detect_cost_anomalies`` with its default
     settings on the last ``history_s`` of samples and the streaming detector's latest alarm up to
-    then. A row scores 1.0 where a cycle finds an anomaly that the previous cycle did not (an
-    incident opens), else 0.0. NAB's series have no replicas or traffic, so the gates that need
+    then. A row scores 1.0 where an incident opens, else 0.0, by the daemon's incident rules
+    (agents/nodes/correlate.py): one incident per workload while it is active; a finding while one
+    is active is the same incident; it resolves once no cycle has found it for ``min_duration``. NAB's series have no replicas or traffic, so the gates that need
     them do not apply; ``min_duration``, ``min_ratio``, the noise gate and "rises only" do."""
     streaming = detect_remediator(series)
-    settings = CostSettings()
+    settings = settings or CostSettings()
     out: list[np.ndarray] = []
     for k, ((t, v), sc) in enumerate(zip(series, streaming, strict=True)):
         log.info("production replay: series %d of %d (%d rows)", k + 1, len(series), v.size)
         s = np.zeros(v.size)
         alarm_rows = np.nonzero(np.nan_to_num(sc) >= ALARM)[0]
-        was_open, next_t, lo = False, -math.inf, 0
+        active, last_seen, next_t, lo = False, -math.inf, -math.inf, 0
         for i in range(v.size):
             if t[i] < next_t:
                 continue
@@ -134,9 +135,11 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S,
             alarm_ts = float(t[alarm_rows[k - 1]]) if k else None
             w = WorkloadSeries(service="nab", file=None, ts=t[lo:i + 1], cost=v[lo:i + 1], anomaly_alarm_ts=alarm_ts)
             found = bool(detect_cost_anomalies([w], settings, InputStats())) if i - lo >= 2 else False
-            if found and not was_open:
-                s[i] = 1.0
-            was_open = found
+            if found:
+                s[i] = 0.0 if active else 1.0
+                active, last_seen = True, float(t[i])
+            elif active and t[i] - last_seen >= settings.min_duration_s:
+                active = False
         out.append(s)
     return out
 

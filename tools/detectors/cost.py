@@ -9,7 +9,8 @@
    event (after an alarm it stays quiet for half a day, so one event raises one alarm). The window
    runs from that onset (or from where the same-hour CUSUM says the rise began, if earlier) to the
    latest sample and is judged like test 2 (same-hour expectation, noise gate, ratio,
-   ``min_duration``, still elevated at its end). An alarm on a blip, a drop or a
+   ``min_duration``, still elevated at its end). One alarm decides about one rise: once the rise
+   it saw has ended (the CUSUM returned to zero), a later rise is not that alarm's. An alarm on a blip, a drop or a
    rise that has ended decides nothing; a rise it missed (a creep it adapted to) is left to tests 2
    and 3. ``remediator nab --detector production`` replays this whole function on NAB's series.
 2. **Same hour of the previous days** on the total $/h: expected = median of the values at the same
@@ -52,6 +53,7 @@ LEVEL_ONSET_FRACTION = 0.1    # the change began where the 24 h mean was last wi
 PROFILE_HALF_WIDTH_S = 1800.0  # the reference profile at a time of day: median over +-30 min on the reference days
 MAX_GRID_GROWTH = 20           # a grid this many times longer than the samples (and over MAX_GRID) is pathological
 MAX_GRID = 50_000
+ALARM_LINK_S = 3600.0          # a streaming alarm is about a rise that began at most this long after it
 MIN_REPLICA_COVERAGE = 0.5     # cost per replica is judged when replicas are known for half the cost samples
 
 
@@ -62,6 +64,7 @@ class CostSettings:
     z: float = 4.0
     seasonal_days: int = 6
     replica_step: float = 1.0   # this many replicas above the usual count at this hour is autoscaling granularity
+    tests: tuple[str, ...] = ("per_replica", "streaming", "seasonal", "level_shift")   # which tests may decide
 
 
 @dataclass(frozen=True)
@@ -305,18 +308,19 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
             unit = np.where(pos, v / np.where(pos, reps, 1.0), np.nan)
             unit_price = float(np.nanmedian(unit[: max(1, n - period)])) if np.isfinite(
                 unit[: max(1, n - period)]).any() else float(np.nanmedian(unit))
-            exc = _per_replica(unit, reps, v, ts, step, period, settings, notes)
+            if "per_replica" in settings.tests:
+                exc = _per_replica(unit, reps, v, ts, step, period, settings, notes)
     streaming_notes: list[str] = []
     onset = _alarm_onset(w.anomaly_alarm_ts, ts, last)
-    if exc is None and onset is not None:
+    if exc is None and onset is not None and "streaming" in settings.tests:
         exc = _seasonal(v, ts, step, period, settings, unit_price, streaming_notes, method="streaming", onset=onset)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, streaming_notes):
             exc = None
-    if exc is None:
+    if exc is None and "seasonal" in settings.tests:
         exc = _seasonal(v, ts, step, period, settings, unit_price, notes)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
             exc = None
-    if exc is None:
+    if exc is None and "level_shift" in settings.tests:
         exc = _level_shift(v, ts, step, period, settings, notes)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, notes):
             exc = None
@@ -336,8 +340,8 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
               onset: int | None = None) -> _Excursion | None:
     """Test 2 (also test 1 on the cost per replica, and test 1b from the streaming alarm's ``onset``):
     the same hour on the previous days. The excursion starts where the CUSUM of the relative excess
-    last left zero; with an ``onset`` (the streaming alarm) at that onset or, when the CUSUM's rise
-    began earlier (a creep the detector alarmed on late), there."""
+    last left zero; with an ``onset`` (the streaming alarm) only if that rise began by the alarm
+    (+ ALARM_LINK_S), and then from the earlier of the two (a creep the detector alarmed on late)."""
     n = v.size
     last = int(np.nonzero(np.isfinite(v))[0][-1])
     exp = _expected(v, step, settings)
@@ -350,8 +354,13 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
         # cost moves in whole replicas: the noise gate may hold back at most replica_step + 1/2 of them
         sigma = min(sigma, max((settings.replica_step + 0.5) * unit_price / settings.z, 0.01 * abs(base_level), 1e-9))
     start = _cusum_start(v, exp, settings.min_ratio, last)
-    if onset is not None:   # the alarm decides; the window goes back to where the rise began if that was earlier
-        start = onset if start is None else min(start, onset)
+    if onset is not None:
+        # the alarm decides only about the rise it saw: the rise running now must have begun by then
+        # (one alarm, one event; a later rise is not this alarm's), and the window goes back to where
+        # that rise began if it was before the alarm
+        if start is None or ts[start] > ts[onset] + ALARM_LINK_S:
+            return None
+        start = min(start, onset)
     if start is None or ts[last] - ts[start] + step < settings.min_duration_s:
         return None   # no current excursion, or one shorter than min_duration (a blip)
     win = slice(start, last + 1)
