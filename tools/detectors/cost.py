@@ -191,7 +191,7 @@ def streaming_alarms(workloads: list[WorkloadSeries], detector: StreamingAnomaly
     ``detect_cost_anomalies`` without the state the daemon keeps between cycles (agents/scoring.py
     resumes from it instead; by the detector's state contract the scores are the same). A series
     the detector cannot take keeps what it had."""
-    rows = []
+    rows: list[tuple[int, WorkloadSeries, Array, Array]] = []
     for w in workloads:
         try:
             ts = np.asarray(w.ts, dtype=np.float64).ravel()
