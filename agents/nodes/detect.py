@@ -23,7 +23,7 @@ from memory.records import Finding
 from tools.detectors.budget import BudgetInput, detect_budget_breach
 from tools.detectors.common import InputStats
 from tools.detectors.compliance import evaluate as evaluate_policies
-from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
+from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, streaming_alarms
 from tools.detectors.drift import CounterSeries, DriftInput, detect_drift
 from tools.detectors.embedding_drift import DriftTest, EmbeddingDrift, drift_tests, run_many, sample_problem
 from tools.detectors.explainability import CoverageInput, detect_coverage
@@ -326,7 +326,15 @@ def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[
     """Score every $/h and GPU-utilisation series of the cycle as one batch ([series, time]) with the
     torch streaming detector."""
     grids = {len(np.asarray(w.ts)) for w in series}
-    if len(grids) != 1:
+    if len(grids) > 1:
+        # series of different lengths (a workload younger than detection.history): one padded batch,
+        # scored from cold (the kept state is for one shared grid), so its alarm still decides
+        try:
+            return streaming_alarms(series)
+        except (RuntimeError, ValueError) as e:
+            errors.append(err("detect", "anomaly", f"streaming detector skipped: {e}"))
+            return series
+    if not grids:
         return series
     util_key = "{} gpu_util".format
     n = grids.pop()

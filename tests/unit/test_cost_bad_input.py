@@ -1,5 +1,6 @@
 """Bad input to the cost detector (NaN, infinities, empty, constant, one sample, irregular
-timestamps): never a crash, never a finding on a series without a change, and every kind of bad
+timestamps), through the whole deciding path (the streaming detector, then the cost tests): never
+a crash, never a finding on a series without a change, and every kind of bad
 input except a plain constant series (which is valid) is counted in ``stats`` (the cycle report's
 ``errors``)."""
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.unit.cost_series import STEP, simulate
 from tools.detectors.common import InputStats
-from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies
+from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, streaming_alarms
 
 NOW = 1_795_775_700.0
 S = CostSettings()
@@ -19,8 +20,10 @@ BASE = simulate(NOW, days=3, seed=11)
 
 
 def _run(ts: object, cost: object, **kw: object) -> tuple[list, InputStats]:
+    """The whole deciding path: the torch streaming detector's alarm, then the cost tests."""
     stats = InputStats()
-    out = detect_cost_anomalies([WorkloadSeries(service="ns/w", file=None, ts=ts, cost=cost, **kw)], S, stats)
+    ws = streaming_alarms([WorkloadSeries(service="ns/w", file=None, ts=ts, cost=cost, **kw)])
+    out = detect_cost_anomalies(ws, S, stats)
     return out, stats
 
 

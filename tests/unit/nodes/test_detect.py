@@ -175,3 +175,28 @@ def test_bad_cost_data_is_counted_in_the_cycle_report_never_a_finding_or_a_crash
     out = run(detect, cycle_state(snapshot=snapshot([DEPLOYMENT])), make_deps(settings=settings(), metrics=metrics))
     assert out["findings"] == []
     assert any(e["source"] == f"cost {KEY}" and word in e["message"] for e in out["errors"]), out["errors"]
+
+
+def test_the_streaming_alarm_decides_also_when_workloads_have_histories_of_different_lengths() -> None:
+    """The torch streaming detector scores the cycle's series as one batch; a workload younger than
+    detection.history gives a shorter series, and the batch is then scored padded (from cold) rather
+    than skipped, so the alarm still decides (it was skipped: the step was found by the same-hour
+    test instead, with the streaming detector not consulted)."""
+    young = manifest("Deployment", "young-tagger", api_version="apps/v1", spec={"replicas": 2})
+
+    def answer(*, start: Any, end: Any, step_s: int, name: str, **_: Any) -> SignalResult:
+        t0 = start.timestamp() if name == "batch-embedder" else end.timestamp() - 1.5 * 86400
+        ts = np.arange(t0, end.timestamp() + 1, step_s, dtype=np.float64)
+        v = np.full(ts.shape, 3.0)
+        v[-60:] = 6.0                                      # x2 for the last hour
+        return SignalResult(status="ok", series=[Series({}, ts, v)])
+
+    def none(**_: Any) -> SignalResult:
+        return SignalResult(status="ok", series=[])
+
+    deps = make_deps(settings=make_settings(detection={"history": "2d"}),
+                     metrics=FakeMetrics(workload_cost=answer, workload_replicas=none, gpu_utilisation=none))
+    out = run(detect, cycle_state(snapshot=snapshot([DEPLOYMENT, young])), deps)
+    found = {f.service: f for f in (Finding.model_validate(d) for d in out["findings"])}
+    assert set(found) == {KEY, "ml-serving/young-tagger"}, out["errors"]
+    assert {f.evidence["method"] for f in found.values()} == {"streaming"}
