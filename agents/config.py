@@ -170,6 +170,9 @@ class SchedulerSettings(Section):
 
 class DetectionSettings(Section):
     min_duration: timedelta = Field(default=timedelta(minutes=15), description="shorter cost excursions are noise")
+    resolve_after: timedelta | None = Field(
+        default=None, description="an incident whose finding stayed away this long resolves (unset: min_duration); "
+                                  "longer keeps a flapping signal one incident, like Prometheus' keep_firing_for")
     history: timedelta = Field(default=timedelta(days=7), description="how much metric history a cycle reads")
     cost_min_ratio: float = Field(default=1.3, gt=1.0, le=100, description="cost must exceed its baseline by this factor")
     cost_z: float = Field(default=4.0, gt=0, le=100, description="and by this many robust standard deviations")
@@ -177,6 +180,11 @@ class DetectionSettings(Section):
     fairness_min_group: int = Field(default=100, ge=1, description="outcomes needed per group")
 
     _dur = field_validator("min_duration", "history", mode="before")(lambda v: parse_duration(v))
+    _resolve = field_validator("resolve_after", mode="before")(lambda v: None if v is None else parse_duration(v))
+
+    @property
+    def quiet_before_resolve(self) -> timedelta:
+        return self.resolve_after if self.resolve_after is not None else self.min_duration
 
 
 class VerifySettings(Section):

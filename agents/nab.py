@@ -108,17 +108,20 @@ HISTORY_S = 7 * 86400.0        # the daemon's default detection.history (what on
 
 
 def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, history_s: float = HISTORY_S,
-                      settings: CostSettings | None = None) -> list[np.ndarray]:
+                      settings: CostSettings | None = None, resolve_after_s: float | None = None) -> list[np.ndarray]:
     """The daemon's deciding cost path, replayed: the streaming detector scores all series as one
     batch (``detect_remediator``, as the cycle does), then a cycle runs every ``every_s`` seconds of
     each series' time and calls ``tools.detectors.cost.detect_cost_anomalies`` with its default
     settings on the last ``history_s`` of samples and the streaming detector's latest alarm up to
     then. A row scores 1.0 where an incident opens, else 0.0, by the daemon's incident rules
     (agents/nodes/correlate.py): one incident per workload while it is active; a finding while one
-    is active is the same incident; it resolves once no cycle has found it for ``min_duration``. NAB's series have no replicas or traffic, so the gates that need
+    is active is the same incident; it resolves once no cycle has found it for ``min_duration``
+    (``resolve_after_s`` replaces that quiet time, to measure how much of the result is an incident
+    resolving and reopening). NAB's series have no replicas or traffic, so the gates that need
     them do not apply; ``min_duration``, ``min_ratio``, the noise gate and "rises only" do."""
     streaming = detect_remediator(series)
     settings = settings or CostSettings()
+    quiet = settings.min_duration_s if resolve_after_s is None else resolve_after_s   # detection.resolve_after
     out: list[np.ndarray] = []
     for k, ((t, v), sc) in enumerate(zip(series, streaming, strict=True)):
         log.info("production replay: series %d of %d (%d rows)", k + 1, len(series), v.size)
@@ -138,7 +141,7 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
             if found:
                 s[i] = 0.0 if active else 1.0
                 active, last_seen = True, float(t[i])
-            elif active and t[i] - last_seen >= settings.min_duration_s:
+            elif active and t[i] - last_seen >= quiet:
                 active = False
         out.append(s)
     return out

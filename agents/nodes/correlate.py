@@ -42,7 +42,7 @@ def correlate(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
         touched.append(inc.id)
 
     # incidents no longer seen: resolved once quiet for long enough (and their open PR closed)
-    min_quiet = deps.settings.detection.min_duration
+    min_quiet = deps.settings.detection.quiet_before_resolve
     g = deps.views.get(state, deps.settings.gitops.policies_dir).guardrails
     evaluated = set(state.get("evaluated", []))
     for inc in store.list_incidents(statuses=ACTIVE_STATUSES):

@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.nodes.correlate import correlate
 from memory.records import Finding, Incident, PullRequest, fingerprint
-from tests.fakes.cycle import T0, FakePRs, cycle_state, make_deps, mis, run, snapshot
+from tests.fakes.cycle import T0, FakePRs, cycle_state, make_deps, make_settings, mis, run, snapshot
 
 SERVICE = "ml-serving/image-captioner"
 SNAP = snapshot([mis("image-captioner")])
@@ -79,6 +79,22 @@ def test_a_recently_seen_incident_waits_for_the_quiet_period() -> None:
     deps.store.save_incident(inc)
     out = run(correlate, cycle_state(snapshot=SNAP, findings=[], evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
     assert out["touched"] == [] and deps.store.get_incident(inc.id).status == "open"  # type: ignore[union-attr]
+
+
+def test_detection_resolve_after_keeps_a_flapping_signal_one_incident() -> None:
+    """An incident quiet for an hour resolves by default (min_duration, 15 min) but not with
+    detection.resolve_after: 2h; the finding returning then is the same incident, not a new one."""
+    deps = make_deps(settings=make_settings(detection={"resolve_after": "2h"}))
+    inc = quiet_incident()
+    deps.store.save_incident(inc)
+    out = run(correlate, cycle_state(snapshot=SNAP, findings=[], evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
+    assert out["touched"] == [] and deps.store.get_incident(inc.id).status == "open"  # type: ignore[union-attr]
+    back = run(correlate, cycle_state(T0 + timedelta(minutes=5), snapshot=SNAP, findings=[finding()]), deps)
+    assert back["touched"] == [inc.id] and len(deps.store.list_incidents()) == 1
+    assert make_settings().detection.quiet_before_resolve == timedelta(minutes=15)
+    later = run(correlate, cycle_state(T0 + timedelta(hours=3), snapshot=SNAP, findings=[],
+                                       evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
+    assert later["touched"] == [inc.id] and deps.store.get_incident(inc.id).status == "resolved"  # type: ignore[union-attr]
 
 
 def test_dry_run_resolves_without_closing_the_pr() -> None:
