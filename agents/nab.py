@@ -134,8 +134,8 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
             next_t = t[i] + every_s
             while t[lo] < t[i] - history_s:
                 lo += 1
-            k = int(np.searchsorted(alarm_rows, i, side="right"))
-            alarm_ts = float(t[alarm_rows[k - 1]]) if k else None
+            j = int(np.searchsorted(alarm_rows, i, side="right"))   # alarms up to this cycle
+            alarm_ts = float(t[alarm_rows[j - 1]]) if j else None
             w = WorkloadSeries(service="nab", file=None, ts=t[lo:i + 1], cost=v[lo:i + 1], anomaly_alarm_ts=alarm_ts)
             found = bool(detect_cost_anomalies([w], settings, InputStats())) if i - lo >= 2 else False
             if found:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from memory.store import Store
-from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
+from tools.detectors.anomaly import StreamingAnomalyDetector, latest_alarm, steps_per_day
 
 log = logging.getLogger("remediator.scoring")
 KEY = "anomaly.cost.state"
@@ -59,9 +59,9 @@ def score_batch(store: Store, keys: list[str], ts: np.ndarray, values: np.ndarra
     else:
         scores, state = det.score(values, steps_per_day=steps_per_day(ts))
     for i, k in enumerate(keys):
-        hit = np.nonzero(scores[i] >= ALARM)[0]
-        if hit.size:
-            alarms[k] = float(ts[hit[-1]])
+        at = latest_alarm(scores[i], ts)
+        if at is not None:
+            alarms[k] = at
         out[k] = {"scores": scores[i], "alarm_ts": alarms.get(k), "resumed": resumed}
     cpu_state = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
     store.set_kv(KEY, _dump({"keys": keys, "last_ts": float(ts[-1]), "state": cpu_state, "alarms": alarms}))

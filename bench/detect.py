@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector  # noqa: E402
+from tools.detectors.anomaly import StreamingAnomalyDetector, latest_alarm  # noqa: E402
 from tools.detectors.common import InputStats  # noqa: E402
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies  # noqa: E402
 
@@ -87,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         c0 = time.perf_counter()
         found = 0
         for i in range(args.series):
-            hit = np.nonzero(scores[i] >= ALARM)[0]
             w = WorkloadSeries(service=f"ns/s{i}", file=None, ts=ts, cost=x[i], anomaly_scores=scores[i],
-                               anomaly_alarm_ts=float(ts[hit[-1]]) if hit.size else None)
+                               anomaly_alarm_ts=latest_alarm(scores[i], ts))
             found += len(detect_cost_anomalies([w], CostSettings(), InputStats()))
         cwall = time.perf_counter() - c0
         doc.update({"cost_tests_wall_s": round(cwall, 3), "path_wall_s": round(wall + cwall, 3),

@@ -325,6 +325,8 @@ def _cfg_number(cfg: dict[str, Any], key: str, where: str, file: str, errors: li
 def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[dict[str, Any]]) -> list[WorkloadSeries]:
     """Score every $/h and GPU-utilisation series of the cycle as one batch ([series, time]) with the
     torch streaming detector."""
+    if not series:
+        return series
     grids = {len(np.asarray(w.ts)) for w in series}
     if len(grids) > 1:
         # series of different lengths (a workload younger than detection.history): one padded batch,
@@ -334,8 +336,6 @@ def _with_anomaly_scores(deps: Deps, series: list[WorkloadSeries], errors: list[
         except (RuntimeError, ValueError) as e:
             errors.append(err("detect", "anomaly", f"streaming detector skipped: {e}"))
             return series
-    if not grids:
-        return series
     util_key = "{} gpu_util".format
     n = grids.pop()
     rows = [(w.service, w.cost) for w in series] + [(util_key(w.service), w.gpu_util) for w in series

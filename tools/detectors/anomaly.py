@@ -106,6 +106,12 @@ CALIBRATION_STEPS_PER_DAY = 288   # the alarm level was set on 5-minute series (
 RATE_EXPONENT = 3.0               # coarsely has its tails x (steps_per_day / 288) ** RATE_EXPONENT (bench/README.md)
 
 
+def latest_alarm(scores: object, ts: object) -> float | None:
+    """The time of the latest sample whose score reached ALARM (None when none did)."""
+    hit = np.nonzero(np.asarray(scores) >= ALARM)[0]
+    return float(np.asarray(ts, dtype=np.float64)[hit[-1]]) if hit.size else None
+
+
 def steps_per_day(ts: object) -> int:
     """Samples per day from unix-second timestamps (0 when unknown or irregular)."""
     try:

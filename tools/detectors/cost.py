@@ -10,9 +10,9 @@
    runs from that onset (or from where the same-hour CUSUM says the rise began, if earlier) to the
    latest sample and is judged like test 2 (same-hour expectation, noise gate, ratio,
    ``min_duration``, still elevated at its end). One alarm decides about one rise: once the rise
-   it saw has ended (the CUSUM returned to zero), a later rise is not that alarm's. An alarm on a blip, a drop or a
-   rise that has ended decides nothing; a rise it missed (a creep it adapted to) is left to tests 2
-   and 3. ``remediator nab --detector production`` replays this whole function on NAB's series.
+   it saw has ended (the CUSUM returned to zero), a later rise is not that alarm's. An alarm on a
+   blip, a drop or a rise that has ended decides nothing; a rise it missed (a creep it adapted to)
+   is left to tests 2 and 3. ``remediator nab --detector production`` replays this whole function on NAB's series.
 2. **Same hour of the previous days** on the total $/h: expected = median of the values at the same
    time of day on the previous days (up to ``seasonal_days``; at least 2, else the median of the
    24 h before); noise = 1.4826 x MAD of the residuals before the last day, but never more than
@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from memory.records import Finding, Severity
-from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
+from tools.detectors.anomaly import StreamingAnomalyDetector, latest_alarm, steps_per_day
 from tools.detectors.common import Array, InputStats, clean_series, downsample, robust_sigma
 
 DAY_S = 86400.0
@@ -183,7 +183,6 @@ def _day_before_level(v: Array, period: int, need: np.ndarray | None = None) -> 
     return level
 
 
-
 def streaming_alarms(workloads: list[WorkloadSeries], detector: StreamingAnomalyDetector | None = None,
                      ) -> list[WorkloadSeries]:
     """Each workload with the torch streaming detector's scores and latest alarm on its $/h series,
@@ -191,7 +190,7 @@ def streaming_alarms(workloads: list[WorkloadSeries], detector: StreamingAnomaly
     ``detect_cost_anomalies`` without the state the daemon keeps between cycles (agents/scoring.py
     resumes from it instead; by the detector's state contract the scores are the same). A series
     the detector cannot take keeps what it had."""
-    rows: list[tuple[int, WorkloadSeries, Array, Array]] = []
+    rows: list[tuple[WorkloadSeries, Array, Array]] = []
     for w in workloads:
         try:
             ts = np.asarray(w.ts, dtype=np.float64).ravel()
@@ -199,20 +198,17 @@ def streaming_alarms(workloads: list[WorkloadSeries], detector: StreamingAnomaly
         except (TypeError, ValueError):
             continue
         if ts.size == v.size and ts.size > 0:
-            rows.append((len(rows), w, ts, v))
+            rows.append((w, ts, v))
     if not rows:
         return list(workloads)
-    n = max(r[2].size for r in rows)
-    values = np.full((len(rows), n), np.nan)
-    for i, _, _, v in rows:
+    values = np.full((len(rows), max(ts.size for _, ts, _ in rows)), np.nan)
+    for i, (_, _, v) in enumerate(rows):
         values[i, : v.size] = v
     det = detector or StreamingAnomalyDetector()
-    scores, _ = det.score(values, lengths=[r[2].size for r in rows], steps_per_day=[steps_per_day(r[2]) for r in rows])
-    done: dict[int, WorkloadSeries] = {}
-    for i, w, ts, v in rows:
-        sc = scores[i, : v.size]
-        hit = np.nonzero(sc >= ALARM)[0]
-        done[id(w)] = replace(w, anomaly_scores=sc, anomaly_alarm_ts=float(ts[hit[-1]]) if hit.size else None)
+    scores, _ = det.score(values, lengths=[ts.size for _, ts, _ in rows],
+                          steps_per_day=[steps_per_day(ts) for _, ts, _ in rows])
+    done = {id(w): replace(w, anomaly_scores=scores[i, : ts.size], anomaly_alarm_ts=latest_alarm(scores[i, : ts.size], ts))
+            for i, (w, ts, _) in enumerate(rows)}
     return [done.get(id(w), w) for w in workloads]
 
 
