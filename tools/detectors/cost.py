@@ -37,6 +37,7 @@ Series with bad values (NaN, infinities, too few samples, irregular timestamps) 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -138,6 +139,27 @@ def _expected(v: Array, step: float, settings: CostSettings) -> Array:
     return exp
 
 
+def _expected_or_day_before(v: Array, period: int, days: int, at: slice | None = None) -> Array:
+    """The same-hour expectation where two previous days exist, else the median of the day before;
+    only at the samples of ``at`` when given (the same values as at those samples of the whole: each
+    sample's expectation reads only the samples before it)."""
+    n = v.size
+    cols = np.arange(n)[at] if at is not None else np.arange(n)
+    lags = np.full((days, cols.size), np.nan)
+    for k in range(1, days + 1):
+        src = cols - k * period
+        ok = src >= 0
+        lags[k - 1, ok] = v[src[ok]]
+    count = np.sum(np.isfinite(lags), axis=0)
+    exp = np.where(count >= 2, _nanmedian(lags, axis=0), np.nan)
+    missing = ~np.isfinite(exp)
+    if missing.any():
+        need = np.zeros(n, dtype=bool)
+        need[cols[missing]] = True
+        exp = np.where(missing, _day_before_level(v, period, need)[cols], exp)
+    return exp
+
+
 def _trailing(v: Array, width: int, stat: str = "mean", min_frac: float = 0.5) -> Array:
     """Trailing mean over ``width`` samples ending at each index (NaN until ``width`` samples exist
     or when fewer than ``min_frac`` of them are finite)."""
@@ -217,11 +239,120 @@ def detect_cost_anomalies(
 ) -> list[Finding]:
     stats = stats if stats is not None else InputStats()
     findings: list[Finding] = []
-    for w in workloads:
+    quiet = _quiet(workloads, settings)
+    for i, w in enumerate(workloads):
+        if i in quiet:
+            continue
         f = _detect_one(w, settings, stats)
         if f is not None:
             findings.append(f)
     return findings
+
+
+SCREEN_ROWS = 1024     # series screened together (bounds the screen's memory)
+SCREEN_MARGIN = 1e-9   # the screen passes a series this close to a test's first condition on to the test
+
+
+def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
+    """Indices of the workloads that provably get no finding and no ``errors`` entry, found for the
+    whole cycle at once (numpy over [series, time]) so that the per-series tests run only where one
+    of them can fire. Every test is a conjunction whose notes come last, and a rise must pass one
+    of two first conditions: "still elevated at its end" (the last ``min_duration`` of samples at
+    least half the ratio gate above their same-hour expectation: tests 1, 1b and 2) or "the 24 h
+    mean rose by half the ratio gate" (test 3). A workload is quiet when its $/h series (and its
+    cost per replica, where test 1 would judge it) fails both. Only series that would reach the
+    tests unchanged are screened: a clean, exactly regular grid, no infinities, at least 3 finite
+    samples, two previous days at the same hour for the tail; anything else (and a series within
+    SCREEN_MARGIN of a condition) goes to the tests as before. tests/unit/test_cost_screen.py checks
+    the findings and notes are those of the tests alone."""
+    rows: dict[tuple[int, float], list[tuple[int, Array, Array]]] = {}
+    quiet: set[int] = set()
+    for i, w in enumerate(workloads):
+        cs = clean_series(w.ts, w.cost)
+        if cs is None:
+            continue
+        ts, v = cs
+        d = np.diff(ts)
+        step = float(d[0])
+        finite = np.isfinite(v)
+        if not np.all(d == step) or finite.sum() < 3 or np.isinf(np.asarray(w.cost, dtype=np.float64)).any():
+            continue
+        if int(np.nonzero(finite)[0][-1]) < v.size - 1 - MAX_GAP_STEPS:
+            quiet.add(i)    # no recent data: _detect_one returns without a note
+            continue
+        judged = [v]
+        if w.replicas is not None and "per_replica" in settings.tests:
+            rc = clean_series(w.ts, w.replicas)
+            if rc is not None:
+                pos = np.isfinite(rc[1]) & (rc[1] > 0)
+                if (pos & finite).sum() >= MIN_REPLICA_COVERAGE * finite.sum():
+                    judged.append(np.where(pos, v / np.where(pos, rc[1], 1.0), np.nan))
+        rows.setdefault((v.size, step), []).extend((i, x, ts) for x in judged)
+    for (n, step), group in rows.items():
+        period = max(1, int(round(DAY_S / step)))
+        can_fire: dict[int, bool] = {}
+        for c in range(0, len(group), SCREEN_ROWS):
+            chunk = group[c: c + SCREEN_ROWS]
+            x = np.stack([r[1] for r in chunk])
+            fire = _may_rise(x, np.stack([r[2] for r in chunk]), step, period, settings)
+            for (i, _, _), f in zip(chunk, fire, strict=True):
+                can_fire[i] = can_fire.get(i, False) or bool(f)
+        quiet.update(i for i, f in can_fire.items() if not f)
+    return quiet
+
+
+def _may_rise(x: Array, ts: Array, step: float, period: int, settings: CostSettings) -> np.ndarray:
+    """Per row of ``x`` [series, time] (each with at least 3 finite samples, on the regular grid
+    ``ts``): False only where both first conditions of the tests fail (``_quiet``)."""
+    s, n = x.shape
+    half = 1 + 0.5 * (settings.min_ratio - 1)
+    fin = np.isfinite(x)
+    last = n - 1 - np.argmax(fin[:, ::-1], axis=1)
+    r = np.arange(s)
+    # "still elevated at its end" (``_seasonal``): the last k samples against their same-hour expectation
+    k = max(1, int(math.ceil(settings.min_duration_s / step)))
+    sure = last + 1 - k >= 0
+    if k > 1:
+        sure &= ts[r, last] - ts[r, np.maximum(last + 2 - k, 0)] + step < settings.min_duration_s
+    cols = np.clip(last[:, None] + 1 - k + np.arange(k)[None, :], 0, n - 1)
+    lags = np.full((settings.seasonal_days, s, k), np.nan)
+    for j in range(1, settings.seasonal_days + 1):
+        src = cols - j * period
+        ok = src >= 0
+        lags[j - 1][ok] = x[np.broadcast_to(r[:, None], src.shape)[ok], src[ok]]
+    sure &= (np.isfinite(lags).sum(axis=0) >= 2).all(axis=1)       # else the day-before fallback: not screened
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)    # a tail of NaN only: its mean is NaN, as _nanmean's
+        m_v = np.nanmean(x[r[:, None], cols], axis=1)
+        m_e = np.nanmean(_nanmedian(lags, axis=0), axis=1)
+        bar = m_e * half
+        elevated_fails = np.isfinite(m_e) & ~(m_v >= bar - SCREEN_MARGIN * np.abs(bar))
+    fire = (last + 1 - k >= 0) & ~(sure & elevated_fails)   # fewer than k samples: no window lasts min_duration
+    # "the 24 h mean rose by half the ratio gate" (``_level_shift``)
+    if n >= 2 * period + 1:
+        d = _trailing_rows(x, period)
+        ref0 = _nanmedian(d[:, period - 1: 2 * period], axis=1)
+        d_now = d[r, last]
+        with np.errstate(invalid="ignore"):
+            bar = ref0 * half
+            fire |= np.isfinite(ref0) & np.isfinite(d_now) & (ref0 > 0) & (d_now >= bar - SCREEN_MARGIN * np.abs(bar))
+    return fire
+
+
+def _trailing_rows(x: Array, width: int) -> Array:
+    """``_trailing`` (mean, min_frac 0.5) of every row of ``x`` [series, time]."""
+    s, n = x.shape
+    out = np.full((s, n), np.nan)
+    if n < width or width < 1:
+        return out
+    ok = np.isfinite(x)
+    cs = np.concatenate([np.zeros((s, 1)), np.cumsum(np.where(ok, x, 0.0), axis=1)], axis=1)
+    cn = np.concatenate([np.zeros((s, 1), dtype=np.int64), np.cumsum(ok, axis=1)], axis=1)
+    tot = cs[:, width:] - cs[:, :-width]
+    c = cn[:, width:] - cn[:, :-width]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, width - 1:] = np.where(c >= max(1, 0.5 * width), tot / np.maximum(c, 1), np.nan)
+    return out
 
 
 def regular_grid(ts: Array) -> tuple[Array, np.ndarray, bool]:
@@ -340,8 +471,19 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
     (+ ALARM_LINK_S), and then from the earlier of the two (a creep the detector alarmed on late)."""
     n = v.size
     last = int(np.nonzero(np.isfinite(v))[0][-1])
-    exp = _expected(v, step, settings)
-    exp = np.where(np.isfinite(exp), exp, _day_before_level(v, period, ~np.isfinite(exp)))
+    k_tail = max(1, int(math.ceil(settings.min_duration_s / step)))
+    if last + 1 - k_tail < 0:
+        return None   # less than min_duration of samples: no window can last that long
+    if k_tail == 1 or ts[last] - ts[last + 2 - k_tail] + step < settings.min_duration_s:
+        # the usual case (a regular grid): a window that starts later than last + 1 - k_tail is
+        # shorter than min_duration, so every window that can decide holds the last k_tail samples
+        # and "still elevated at its end" reads exactly them; checked first, on those samples'
+        # expectation alone, because it rejects most series (computing the rest is the cost)
+        tail0 = slice(last + 1 - k_tail, last + 1)
+        if not _nanmean(v[tail0]) >= _nanmean(_expected_or_day_before(v, period, settings.seasonal_days, tail0)) * (
+                1 + 0.5 * (settings.min_ratio - 1)):
+            return None
+    exp = _expected_or_day_before(v, period, settings.seasonal_days)
     resid = v - exp
     sigma = robust_sigma(resid[: max(0, n - period)]) if n > period else robust_sigma(resid)
     base_level = float(np.nanmedian(v))
@@ -533,21 +675,13 @@ def _reference_profile(x: Array, ref_end: int, last: int, period: int, step: flo
     n = x.size
     half = max(0, int(round(PROFILE_HALF_WIDTH_S / step)))
     phase = (last - np.arange(n)) % period
-    vals = x[: ref_end + 1]
-    ok = np.isfinite(vals)
-    ph0, vv = phase[: ref_end + 1][ok], vals[ok]
-    if vv.size == 0:
-        return np.full(period, np.nan), phase
-    ph = np.concatenate([(ph0 + off) % period for off in range(-half, half + 1)])
-    allv = np.tile(vv, 2 * half + 1)
-    order = np.lexsort((allv, ph))
-    ph, allv = ph[order], allv[order]
-    bounds = np.searchsorted(ph, np.arange(period + 1))
-    a, b = bounds[:-1], bounds[1:]          # each phase's values, sorted: the median is in the middle
-    has = b > a
-    lo = np.minimum(a + (b - a - 1) // 2, allv.size - 1)
-    hi = np.minimum(a + (b - a) // 2, allv.size - 1)
-    profile = np.where(has, 0.5 * (allv[lo] + allv[hi]), np.nan)
+    # the reference as [days back, phase] (sample last - phase - day * period), NaN outside it; each
+    # phase's median over its +-half neighbouring columns on every day, one sort per phase
+    days = last // period + 1
+    idx = last - np.arange(period)[None, :] - period * np.arange(days)[:, None]
+    table = np.where((idx >= 0) & (idx <= ref_end), x[np.clip(idx, 0, n - 1)], np.nan)
+    near = (np.arange(period)[:, None] + np.arange(-half, half + 1)[None, :]) % period
+    profile = _nanmedian(table[:, near].transpose(1, 0, 2).reshape(period, -1), axis=1)
     return profile, phase
 
 
