@@ -288,7 +288,7 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
                 if (pos & finite).sum() >= MIN_REPLICA_COVERAGE * finite.sum():
                     judged.append(np.where(pos, v / np.where(pos, rc[1], 1.0), np.nan))
         rows.setdefault((v.size, step), []).extend((i, x, ts) for x in judged)
-    for (n, step), group in rows.items():
+    for (_, step), group in rows.items():
         period = max(1, int(round(DAY_S / step)))
         can_fire: dict[int, bool] = {}
         for c in range(0, len(group), SCREEN_ROWS):
@@ -327,7 +327,7 @@ def _may_rise(x: Array, ts: Array, step: float, period: int, settings: CostSetti
         m_e = np.nanmean(_nanmedian(lags, axis=0), axis=1)
         bar = m_e * half
         elevated_fails = np.isfinite(m_e) & ~(m_v >= bar - SCREEN_MARGIN * np.abs(bar))
-    fire = (last + 1 - k >= 0) & ~(sure & elevated_fails)   # fewer than k samples: no window lasts min_duration
+    fire: np.ndarray = (last + 1 - k >= 0) & ~(sure & elevated_fails)   # fewer than k samples: no window lasts min_duration
     # "the 24 h mean rose by half the ratio gate" (``_level_shift``)
     if n >= 2 * period + 1:
         d = _trailing_rows(x, period)
