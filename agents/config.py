@@ -168,11 +168,19 @@ class SchedulerSettings(Section):
         return v
 
 
+# an incident resolves after this long without its finding, unless detection.resolve_after says otherwise: a
+# noisy cost series dips under its gate for a cycle or two while the excursion goes on, and with 15 min
+# (min_duration) 422 of 538 incidents on NAB's AWS series were the same excursion reopened, each one a PR
+# closed and opened again (bench/README.md, "One deciding path")
+DEFAULT_RESOLVE_AFTER = timedelta(hours=1)
+
+
 class DetectionSettings(Section):
     min_duration: timedelta = Field(default=timedelta(minutes=15), description="shorter cost excursions are noise")
     resolve_after: timedelta | None = Field(
-        default=None, description="an incident whose finding stayed away this long resolves (unset: min_duration); "
-                                  "longer keeps a flapping signal one incident, like Prometheus' keep_firing_for")
+        default=None, description="an incident whose finding stayed away this long resolves (unset: 1h, or "
+                                  "min_duration if longer); longer keeps a flapping signal one incident, like "
+                                  "Prometheus' keep_firing_for")
     history: timedelta = Field(default=timedelta(days=7), description="how much metric history a cycle reads")
     cost_min_ratio: float = Field(default=1.3, gt=1.0, le=100, description="cost must exceed its baseline by this factor")
     cost_z: float = Field(default=4.0, gt=0, le=100, description="and by this many robust standard deviations")
@@ -184,7 +192,7 @@ class DetectionSettings(Section):
 
     @property
     def quiet_before_resolve(self) -> timedelta:
-        return self.resolve_after if self.resolve_after is not None else self.min_duration
+        return self.resolve_after if self.resolve_after is not None else max(self.min_duration, DEFAULT_RESOLVE_AFTER)
 
 
 class VerifySettings(Section):

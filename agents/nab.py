@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.config import DEFAULT_RESOLVE_AFTER
 from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
 from tools.detectors.common import InputStats
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, seasonal_expected
@@ -115,13 +116,14 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
     settings on the last ``history_s`` of samples and the streaming detector's latest alarm up to
     then. A row scores 1.0 where an incident opens, else 0.0, by the daemon's incident rules
     (agents/nodes/correlate.py): one incident per workload while it is active; a finding while one
-    is active is the same incident; it resolves once no cycle has found it for ``min_duration``
-    (``resolve_after_s`` replaces that quiet time, to measure how much of the result is an incident
-    resolving and reopening). NAB's series have no replicas or traffic, so the gates that need
+    is active is the same incident; it resolves once no cycle has found it for the daemon's default
+    ``detection.resolve_after`` (``resolve_after_s`` replaces that quiet time, to measure how much of
+    the result is an incident resolving and reopening). NAB's series have no replicas or traffic, so the gates that need
     them do not apply; ``min_duration``, ``min_ratio``, the noise gate and "rises only" do."""
     streaming = detect_remediator(series)
     settings = settings or CostSettings()
-    quiet = settings.min_duration_s if resolve_after_s is None else resolve_after_s   # detection.resolve_after
+    quiet = (max(settings.min_duration_s, DEFAULT_RESOLVE_AFTER.total_seconds()) if resolve_after_s is None
+             else resolve_after_s)   # detection.resolve_after, unset
     out: list[np.ndarray] = []
     for k, ((t, v), sc) in enumerate(zip(series, streaming, strict=True)):
         log.info("production replay: series %d of %d (%d rows)", k + 1, len(series), v.size)

@@ -156,11 +156,14 @@ def test_spike_pr_slack_approve_merge_recover_resolved_all_audited(
         # -- inside the reconcile grace: nothing is judged yet, even though the cost already looks fine
         r2 = cycle(cfg_path, now + timedelta(minutes=5), rewrite=recovered)
         assert next(i for i in r2["incidents"] if i["id"] == iid)["status"] == "approved"
-        # -- after the grace (15m), still within detection.min_duration (30m) of the last sighting: verify passes
+        # -- after the grace (15m), still within the quiet time before resolving (1h, the default
+        #    detection.resolve_after, longer than min_duration's 30m) of the last sighting: verify passes
         r3 = cycle(cfg_path, now + timedelta(minutes=20), rewrite=recovered)
         assert next(i for i in r3["incidents"] if i["id"] == iid)["status"] == "approved"
+        r3b = cycle(cfg_path, now + timedelta(minutes=40), rewrite=recovered)
+        assert next(i for i in r3b["incidents"] if i["id"] == iid)["status"] == "approved"
         # -- quiet for long enough: resolved, and no revert PR anywhere
-        r4 = cycle(cfg_path, now + timedelta(minutes=40), rewrite=recovered)
+        r4 = cycle(cfg_path, now + timedelta(minutes=65), rewrite=recovered)
         assert next(i for i in r4["incidents"] if i["id"] == iid)["status"] == "resolved"
         assert not [p for p in r4["pull_requests"] if p["branch"].startswith("remediator/revert/")]
         assert not [h for h in git.Repo(remote).heads if h.name.startswith("remediator/revert/")]

@@ -135,7 +135,9 @@ def test_approve_then_recovery_resolves(ws: tuple[Path, Path, datetime]) -> None
     def recovered(signal: str, kw: dict, res):  # type: ignore[no-untyped-def]
         return flatten_tail(res, 8) if signal == "workload_cost" and kw["name"] == "image-captioner" else res
 
-    r = cycle(cfg, now + timedelta(minutes=30), rewrite=recovered)
+    r = cycle(cfg, now + timedelta(minutes=30), rewrite=recovered)   # quiet for 30 min: not yet (resolve_after 1h)
+    assert next(i for i in r["incidents"] if i["id"] == inc["id"])["status"] == "approved"
+    r = cycle(cfg, now + timedelta(minutes=65), rewrite=recovered)
     assert next(i for i in r["incidents"] if i["id"] == inc["id"])["status"] == "resolved"
     assert not [p for p in r["pull_requests"] if p["branch"].startswith("remediator/revert/")]
 

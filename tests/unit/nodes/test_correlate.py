@@ -20,10 +20,10 @@ def finding(ratio: float = 2.5) -> dict[str, Any]:
 
 
 def quiet_incident(**kw: Any) -> Incident:
-    """An active incident last seen an hour ago (longer than detection.min_duration, 15 min)."""
+    """An active incident last seen two hours ago (longer than the default detection.resolve_after, 1 h)."""
     values: dict[str, Any] = {"kind": "cost_anomaly", "service": SERVICE, "severity": "warning",
                               "fingerprint": fingerprint("cost_anomaly", SERVICE), "opened_at": T0 - timedelta(hours=3),
-                              "updated_at": T0 - timedelta(hours=1), "last_seen_at": T0 - timedelta(hours=1)}
+                              "updated_at": T0 - timedelta(hours=2), "last_seen_at": T0 - timedelta(hours=2)}
     values.update(kw)
     return Incident(**values)
 
@@ -82,17 +82,17 @@ def test_a_recently_seen_incident_waits_for_the_quiet_period() -> None:
 
 
 def test_detection_resolve_after_keeps_a_flapping_signal_one_incident() -> None:
-    """An incident quiet for an hour resolves by default (min_duration, 15 min) but not with
-    detection.resolve_after: 2h; the finding returning then is the same incident, not a new one."""
-    deps = make_deps(settings=make_settings(detection={"resolve_after": "2h"}))
+    """An incident quiet for two hours resolves by default (1 h) but not with detection.resolve_after:
+    3h; the finding returning then is the same incident, not a new one."""
+    deps = make_deps(settings=make_settings(detection={"resolve_after": "3h"}))
     inc = quiet_incident()
     deps.store.save_incident(inc)
     out = run(correlate, cycle_state(snapshot=SNAP, findings=[], evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
     assert out["touched"] == [] and deps.store.get_incident(inc.id).status == "open"  # type: ignore[union-attr]
     back = run(correlate, cycle_state(T0 + timedelta(minutes=5), snapshot=SNAP, findings=[finding()]), deps)
     assert back["touched"] == [inc.id] and len(deps.store.list_incidents()) == 1
-    assert make_settings().detection.quiet_before_resolve == timedelta(minutes=15)
-    later = run(correlate, cycle_state(T0 + timedelta(hours=3), snapshot=SNAP, findings=[],
+    assert make_settings().detection.quiet_before_resolve == timedelta(hours=1)
+    later = run(correlate, cycle_state(T0 + timedelta(hours=4), snapshot=SNAP, findings=[],
                                        evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
     assert later["touched"] == [inc.id] and deps.store.get_incident(inc.id).status == "resolved"  # type: ignore[union-attr]
 
@@ -104,3 +104,19 @@ def test_dry_run_resolves_without_closing_the_pr() -> None:
     deps.store.save_pr(PullRequest(branch="remediator/cost-anomaly/x", title="Cap", incident_ids=(inc.id,)))
     out = run(correlate, cycle_state(snapshot=SNAP, findings=[], evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
     assert out["slack_outcomes"] == [] and out["touched"] == [inc.id]
+
+
+def test_by_default_a_finding_away_for_half_an_hour_is_still_the_same_incident() -> None:
+    """A noisy cost series dips under its gate for a cycle or two while the excursion goes on: by
+    default the incident (and its PR) waits an hour, not min_duration (15 min), before resolving;
+    a longer min_duration is the floor."""
+    deps = make_deps()
+    inc = quiet_incident(last_seen_at=T0 - timedelta(minutes=30), updated_at=T0 - timedelta(minutes=30))
+    deps.store.save_incident(inc)
+    out = run(correlate, cycle_state(snapshot=SNAP, findings=[], evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
+    assert out["touched"] == [] and deps.store.get_incident(inc.id).status == "open"  # type: ignore[union-attr]
+    out = run(correlate, cycle_state(T0 + timedelta(minutes=31), snapshot=SNAP, findings=[],
+                                     evaluated=[f"cost_anomaly|{SERVICE}"]), deps)
+    assert out["touched"] == [inc.id] and deps.store.get_incident(inc.id).status == "resolved"  # type: ignore[union-attr]
+    assert make_settings(detection={"min_duration": "2h"}).detection.quiet_before_resolve == timedelta(hours=2)
+    assert make_settings(detection={"resolve_after": "10m"}).detection.quiet_before_resolve == timedelta(minutes=10)
