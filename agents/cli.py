@@ -411,7 +411,9 @@ def nab(data: Annotated[Path, typer.Option("--data", help="NAB data folder: <cat
     score looks only at the past; all series as one batch). production: what decides a
     cost finding in the daemon, replayed: a cycle every 5 minutes of series time runs the
     cost tests and gates on the last 7 days with the streaming alarm up to then; a row
-    scores 1 where a finding appears, else 0 (minutes for NAB's 270k rows on 2 cores).
+    scores where an incident opens (the streaming model's highest score over the
+    finding's window, at least 0.001), else 0, so NAB's threshold sweep chooses how much
+    of the model's evidence an opening needs (minutes for NAB's 270k rows on 2 cores).
     Score the results with NAB's rules:
       remediator nab --data ../shared/bench/nab/data --out /tmp/nab --detector production
       python bench/nab_score.py --results /tmp/nab --nab ../shared/bench/nab

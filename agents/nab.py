@@ -104,6 +104,7 @@ def detect_remediator(series: list[Series]) -> list[np.ndarray]:
     return [scores[i, s] for i, s in enumerate(slots)]
 
 
+OPENING_FLOOR = 1e-3           # the NAB score of an incident opening the model saw nothing of (0 = no opening)
 CYCLE_EVERY_S = 300.0          # the daemon's default schedule.interval
 HISTORY_S = 7 * 86400.0        # the daemon's default detection.history (what one cycle's range query holds)
 
@@ -114,11 +115,15 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
     batch (``detect_remediator``, as the cycle does), then a cycle runs every ``every_s`` seconds of
     each series' time and calls ``tools.detectors.cost.detect_cost_anomalies`` with its default
     settings on the last ``history_s`` of samples and the streaming detector's latest alarm up to
-    then. A row scores 1.0 where an incident opens, else 0.0, by the daemon's incident rules
+    then. A row scores where an incident opens, else 0.0, by the daemon's incident rules
     (agents/nodes/correlate.py): one incident per workload while it is active; a finding while one
     is active is the same incident; it resolves once no cycle has found it for the daemon's default
     ``detection.resolve_after`` (``resolve_after_s`` replaces that quiet time, to measure how much of
-    the result is an incident resolving and reopening). NAB's series have no replicas or traffic, so the gates that need
+    the result is an incident resolving and reopening). An opening's score is the streaming model's
+    highest score over the finding's window (its evidence ``anomaly_score_max``; at least
+    OPENING_FLOOR): NAB's threshold sweep then chooses how much of the model's evidence an opening
+    needs (at OPENING_FLOOR: every opening, the daemon's own decisions; at ``ALARM``: the openings
+    whose window holds an alarm). NAB's series have no replicas or traffic, so the gates that need
     them do not apply; ``min_duration``, ``min_ratio``, the noise gate and "rises only" do."""
     streaming = detect_remediator(series)
     settings = settings or CostSettings()
@@ -129,7 +134,7 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
         log.info("production replay: series %d of %d (%d rows)", k + 1, len(series), v.size)
         s = np.zeros(v.size)
         alarm_rows = np.nonzero(np.nan_to_num(sc) >= ALARM)[0]
-        active, last_seen, next_t, lo = False, -math.inf, -math.inf, 0
+        active, last_seen, next_t, lo, opened = False, -math.inf, -math.inf, 0, 0
         for i in range(v.size):
             if t[i] < next_t:
                 continue
@@ -138,13 +143,18 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
                 lo += 1
             j = int(np.searchsorted(alarm_rows, i, side="right"))   # alarms up to this cycle
             alarm_ts = float(t[alarm_rows[j - 1]]) if j else None
-            w = WorkloadSeries(service="nab", file=None, ts=t[lo:i + 1], cost=v[lo:i + 1], anomaly_alarm_ts=alarm_ts)
-            found = bool(detect_cost_anomalies([w], settings, InputStats())) if i - lo >= 2 else False
+            w = WorkloadSeries(service="nab", file=None, ts=t[lo:i + 1], cost=v[lo:i + 1],
+                               anomaly_scores=sc[lo:i + 1], anomaly_alarm_ts=alarm_ts)
+            found = detect_cost_anomalies([w], settings, InputStats()) if i - lo >= 2 else []
             if found:
-                s[i] = 0.0 if active else 1.0
+                if not active:   # an incident opens: scored by the model's evidence for it
+                    s[i] = max(OPENING_FLOOR, float(found[0].evidence.get("anomaly_score_max", 0.0)))  # type: ignore[arg-type]
+                    opened += 1
                 active, last_seen = True, float(t[i])
             elif active and t[i] - last_seen >= quiet:
                 active = False
+        log.info("production replay: series %d of %d: %d incident(s) opened, %d with the model's alarm in their window",
+                 k + 1, len(series), opened, int(np.sum(s >= ALARM)))
         out.append(s)
     return out
 

@@ -20,7 +20,9 @@ Candidates (all causal: a row's score uses only the rows before it and itself):
   larger value (``KNOB_VARIANTS``: 18 variants and the shipped one); the variant and threshold are
   chosen per fold: a true LOCO of the knob choice within that neighbourhood.
 - ``production``: the daemon's whole deciding cost path replayed (``remediator nab --detector
-  production``); 0/1 scores, so only its decisions are measured.
+  production``); a row scores where an incident opens (the streaming model's highest score over
+  the finding's window, at least 0.001), so the threshold chooses how much of the model's evidence
+  an opening needs.
 - ``seasonal``: the daemon's deciding cost test (same-hour median / MAD) as a per-point score.
 - ``windowedGaussian``, ``zscore``, ``iforest``: the baselines of ``agents/nab.py``.
 - ``rankens``: a rank-normalised ensemble of three simple scorers (robust z of the level, of the
