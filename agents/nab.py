@@ -148,7 +148,7 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
             found = detect_cost_anomalies([w], settings, InputStats()) if i - lo >= 2 else []
             if found:
                 if not active:   # an incident opens: scored by the model's evidence for it
-                    s[i] = max(OPENING_FLOOR, float(found[0].evidence.get("anomaly_score_max", 0.0)))  # type: ignore[arg-type]
+                    s[i] = max(OPENING_FLOOR, float(found[0].evidence.get("anomaly_score_max", 0.0)))
                     opened += 1
                 active, last_seen = True, float(t[i])
             elif active and t[i] - last_seen >= quiet:
