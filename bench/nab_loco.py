@@ -35,6 +35,12 @@ Candidates (all causal: a row's score uses only the rows before it and itself):
 - ``discord``: matrix-profile discord distance (``stumpy.stumpi``, streaming, window m rows), the
   distance of the newest subsequence to its nearest earlier neighbour, as a causal percentile.
   Knob: m. Only when ``stumpy`` is installed.
+- ``art``: an adaptive-resonance detector in ARTime's manner (``bench/nab_art.py``): downsampled,
+  quantised windows and their Haar coefficients clustered by a dual-vigilance fuzzy ART; a new
+  cluster after the probationary part is an anomaly. Knob: the normalisation (``file``: the file's
+  min and max, as NAB allows and ARTime does; ``probation``: the probationary part's range, causal).
+- ``remediator+art``: the larger of the two scores per row (one threshold for both). Knob: ART's
+  normalisation.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from agents.nab import (  # noqa: E402
     DETECTORS,
     read_nab_csv,
 )
+from bench.nab_art import art  # noqa: E402
 from bench.nab_score import Corpus, _file_raw, _normalise, load_corpus, optimise_threshold  # noqa: E402
 
 Series = tuple[np.ndarray, np.ndarray]
@@ -191,6 +198,9 @@ CANDIDATES: list[Candidate] = [
     ("rankens", rankens, "window", [288, 1000, 3000]),
     ("conformal", conformal, "alpha", [0.05, 0.3, 1.0]),
     ("discord", discord, "m", [16, 64]),
+    ("art", art, "norm", ["file", "probation"]),
+    ("remediator+art", lambda series, norm="file": [np.maximum(a, b) for a, b in zip(
+        DETECTORS["remediator"](series), art(series, norm=norm), strict=True)], "norm", ["file", "probation"]),
 ]
 
 

@@ -46,3 +46,24 @@ def test_a_detector_right_everywhere_scores_100_on_every_fold_and_its_fps_are_co
     res = nl.loco(corpus(), {None: scores(True, True, fp_n=True)})
     assert res["mean"] > 95 and res["worst"] > 95
     assert res["fp_no_anomaly"] == 1
+
+
+def test_the_adaptive_resonance_candidate_alarms_on_a_new_shape_and_not_on_a_repeating_one() -> None:
+    """bench/nab_art.py: a daily pattern repeated for two weeks makes no new cluster once it has been
+    seen for a week (the first days after the probationary part may still add a few weak ones); the
+    same series with a level step late in it scores highest there, whichever normalisation; missing
+    values are carried, not scored."""
+    art = load_bench("nab_art")
+    t = np.arange(4032)
+    rng = np.random.default_rng(0)
+    base = 10 + 3 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 0.1, t.size)
+    for norm in ("file", "probation"):
+        assert not art.art_scores(base, norm=norm)[2016:].any()
+        step = base.copy()
+        step[3000:] += 8
+        step[1000:1010] = np.nan
+        s = art.art_scores(step, norm=norm)
+        top = int(np.argmax(s))
+        assert 3000 <= top <= 3200 and not s[2016:3000].any(), np.nonzero(s)[0]
+        assert (s >= 0).all() and (s <= 1).all()
+    assert not art.art_scores(np.full(50, np.nan)).any()
