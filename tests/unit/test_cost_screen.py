@@ -53,6 +53,8 @@ def _workloads(seed: int) -> list[WorkloadSeries]:
             ts = ts + rng.uniform(-0.3, 0.3, ts.size) * STEP * every
         elif r < 0.3:
             cost = cost * (1 + rng.normal(0, 0.2, cost.size))      # noisy, not step-wise
+        elif r < 0.6:
+            ts = ts + rng.uniform(-0.05, 0.05, ts.size) * STEP * every   # scrape jitter within a tenth of a step: kept as is
         has_reps = rng.random() < 0.5
         out.append(WorkloadSeries(service=f"ns/w{seed}-{i}-{kind}", file=None, ts=ts, cost=cost,
                                   replicas=reps if has_reps else None,

@@ -261,7 +261,8 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
     least half the ratio gate above their same-hour expectation: tests 1, 1b and 2) or "the 24 h
     mean rose by half the ratio gate" (test 3). A workload is quiet when its $/h series (and its
     cost per replica, where test 1 would judge it) fails both. Only series that would reach the
-    tests unchanged are screened: a clean, exactly regular grid, no infinities, at least 3 finite
+    tests unchanged are screened: timestamps on their grid (as ``regular_grid`` decides, within a
+    tenth of a step: _detect_one then keeps them as they are), no infinities, at least 3 finite
     samples, two previous days at the same hour for the tail; anything else (and a series within
     SCREEN_MARGIN of a condition) goes to the tests as before. tests/unit/test_cost_screen.py checks
     the findings and notes are those of the tests alone."""
@@ -272,11 +273,16 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
         if cs is None:
             continue
         ts, v = cs
+        finite = np.isfinite(v)
+        if finite.sum() < 3 or np.isinf(np.asarray(w.cost, dtype=np.float64)).any():
+            continue
         d = np.diff(ts)
         step = float(d[0])
-        finite = np.isfinite(v)
-        if not np.all(d == step) or finite.sum() < 3 or np.isinf(np.asarray(w.cost, dtype=np.float64)).any():
-            continue
+        if not (d == step).all():      # (equal steps: on their grid, and their median is that step)
+            grid, _, off = regular_grid(ts)
+            if off or grid.size != ts.size:
+                continue    # _detect_one would put it on a grid first (and name it): left to the tests
+            step = float(np.median(d))     # exactly the step _detect_one computes
         if int(np.nonzero(finite)[0][-1]) < v.size - 1 - MAX_GAP_STEPS:
             quiet.add(i)    # no recent data: _detect_one returns without a note
             continue
@@ -302,8 +308,9 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
 
 
 def _may_rise(x: Array, ts: Array, step: float, period: int, settings: CostSettings) -> np.ndarray:
-    """Per row of ``x`` [series, time] (each with at least 3 finite samples, on the regular grid
-    ``ts``): False only where both first conditions of the tests fail (``_quiet``)."""
+    """Per row of ``x`` [series, time] (each with at least 3 finite samples, at the times ``ts``
+    [series, time] on a grid of ``step``): False only where both first conditions of the tests
+    fail (``_quiet``)."""
     s, n = x.shape
     half = 1 + 0.5 * (settings.min_ratio - 1)
     fin = np.isfinite(x)
