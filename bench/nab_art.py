@@ -109,7 +109,10 @@ def _downsample(v: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def art_scores(v: np.ndarray, norm: str = "file") -> np.ndarray:
-    """Per-row anomaly scores of one series (NaN rows: carried forward)."""
+    """Per-row anomaly scores of one series (NaN rows: carried forward); the score of a downsampled
+    step sits on its last row, the rows after the last whole step score 0."""
+    if norm not in ("file", "probation"):
+        raise ValueError(f"norm must be 'file' or 'probation', not {norm!r}")
     x = np.asarray(v, dtype=np.float64)
     ok = np.isfinite(x)
     scores = np.zeros(x.size)
