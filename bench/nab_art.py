@@ -11,15 +11,19 @@ published ARTime is Julia code; this follows its idea as described there, in our
    ``SNAP`` of the running median level is put on it (small wiggles are not news).
 3. **Features** of each step: the last ``WINDOW`` values and the Haar wavelet coefficients of that
    window (min-max scaled), complement-coded.
-4. **Fuzzy ART with two vigilances** (rho_lb <= rho_ub): the best-matching category learns when its
-   match reaches rho_ub; between the two a new category joins the same cluster; below rho_lb a new
-   cluster is made, and after the probationary part that is an anomaly candidate, unless it comes
-   within a masking time of the last anomaly or new cluster (then only when it matches clearly
-   worse than the last anomaly did).
+4. **Fuzzy ART with two vigilances** (rho_lb <= rho_ub): a category's match is the fuzzy-ART
+   match of the whole vector, cubed, times the square of the match of the window's latest value
+   (ARTime's "energy": a familiar shape at an unfamiliar level is not familiar). Every category
+   whose match reaches rho_ub learns; if none does, a new category is made, in the best one's
+   cluster when its match reaches rho_lb, else as a new cluster. A new cluster after the
+   probationary part is an anomaly candidate, unless it comes within a masking time of the last
+   anomaly, or while new clusters (or a vigilance change) are recent; then only when it matches
+   clearly worse than the last anomaly did.
 5. **Vigilance** starts from the probationary part (the mean best match its features reach at 0.8
    after being presented typical-first) and adapts: rho_ub follows the running mean of the best
-   matches (at most 0.97); rho_lb rises toward the lowest recent match and falls by the recent
-   shortfall below rho_ub, never under the mean match of past anomalies.
+   matches (at most 0.97); rho_lb rises toward the lowest recent match and (after two trend
+   windows) falls by the recent shortfall below rho_ub, never under the mean match of past
+   anomalies (each the lowest match while it was masked).
 
 Score of an anomaly: how far its best match falls below the vigilances, in [0, 1]; 0 elsewhere.
 Sequential per series (numpy over categories), about 10^4-10^5 rows/s.
@@ -85,8 +89,9 @@ class _DualVigilanceART:
         self.level = float(level[j])
         if not learn:
             return best, False
-        if best >= self.rho_ub:
-            self.w[j] = inter[j]            # fast learning: the category shrinks to the common part
+        resonant = match >= self.rho_ub
+        if resonant.any():
+            self.w[resonant] = inter[resonant]   # fast learning: every resonant category shrinks to the common part
             return best, False
         self.w = np.vstack([self.w, x])     # a new category: in the same cluster (>= rho_lb) or a new one
         return best, best < self.rho_lb
@@ -161,7 +166,7 @@ def art_scores(v: np.ndarray, norm: str = "file") -> np.ndarray:
         art.rho_lb = art.rho_ub = min(rho, RHO_UB_CAP)
     mask = int(1.5 * WINDOW)
     trend = max(4, train)
-    last_anom, last_new, last_update = -10**9, -10**9, 0
+    last_anom, last_update, since_new, mask_cat = -10**9, 0, 0, False
     last_anom_match, anom_matches = 0.0, []
     recent: list[float] = []
     shortfall: list[float] = []
@@ -169,12 +174,17 @@ def art_scores(v: np.ndarray, norm: str = "file") -> np.ndarray:
     for k in range(ds.size):
         if k < WINDOW - 1:
             continue
+        if k > train + mask and mask_cat and since_new >= mask:
+            mask_cat = False             # no new cluster for a while: the masking after one ends
         best, new_cluster = art.present(feats[k])
+        since_new = 0 if new_cluster else since_new + 1
         match_sum, match_n = match_sum + best, match_n + 1
         recent = [*recent[-(trend // 2):], best]
         shortfall = [*shortfall[-trend:], art.rho_ub - best]
+        if k - last_anom < mask and anom_matches:
+            anom_matches[-1] = min(anom_matches[-1], best)   # an anomaly's match: the lowest while it is masked
         if k >= train and new_cluster:
-            masked = k - last_anom <= mask or k - last_new <= mask
+            masked = k - last_anom <= mask or mask_cat
             worse = best < last_anom_match * (0.9 if k - last_anom <= mask else 0.7)
             if not masked or worse:
                 one = 1.0 - min(best, 0.999)
@@ -183,20 +193,19 @@ def art_scores(v: np.ndarray, norm: str = "file") -> np.ndarray:
                 scores[ends[k]] = float(np.clip(s, 0.0, 1.0))
                 last_anom, last_anom_match = k, best
                 anom_matches.append(best)
-        if new_cluster:
-            last_new = k
+        mask_cat = mask_cat or new_cluster
         if k >= train and (k - last_update >= trend // 2 or k - last_anom == mask):
             ub = min(RHO_UB_CAP, match_sum / match_n)
             low = min(recent)
             if art.rho_lb <= low:
-                lb = art.rho_lb + 0.2 * (low - art.rho_lb)
+                lb = art.rho_lb + 0.19 * (low - art.rho_lb)
             else:
-                short = [min(0.35, s_) for s_ in shortfall if s_ > 0.05]
+                short = [min(0.37, s_) for s_ in shortfall if s_ > 0.05] if k > 2 * trend else []
                 lb = art.rho_lb - 0.5 * max(0.01, float(np.mean(short)) if short else 0.0)
                 if anom_matches:
                     lb = max(lb, float(np.mean(anom_matches)))
             art.rho_ub, art.rho_lb = ub, min(ub, lb)
-            last_update, last_new = k, k     # a new vigilance: mask as after a new cluster
+            last_update, mask_cat = k, True   # a new vigilance: masked until no new cluster for a while
     return scores
 
 
