@@ -211,3 +211,23 @@ def art_scores(v: np.ndarray, norm: str = "file") -> np.ndarray:
 
 def art(series: list[tuple[np.ndarray, np.ndarray]], norm: str = "file") -> list[np.ndarray]:
     return [art_scores(v, norm=norm) for _, v in series]
+
+
+def art_history(series: list[tuple[np.ndarray, np.ndarray]], history_s: float = 7 * 86400.0,
+                every_s: float = 3 * 3600.0) -> list[np.ndarray]:
+    """What a daemon could run: every ``every_s`` of series time, ART from cold on the last
+    ``history_s`` of rows (normalised by that window's own min and max, the range a cycle knows),
+    and the rows since the previous cycle keep that run's scores."""
+    out = []
+    for t, v in series:
+        s = np.zeros(v.size)
+        done, lo = 0, 0
+        for e in range(v.size):
+            if e + 1 < v.size and t[e + 1] - t[done] < every_s:
+                continue           # not yet a cycle: the next row is still inside this one
+            while t[lo] < t[e] - history_s:
+                lo += 1
+            s[done: e + 1] = art_scores(v[lo: e + 1])[done - lo:]
+            done = e + 1
+        out.append(s)
+    return out

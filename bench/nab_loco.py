@@ -39,6 +39,8 @@ Candidates (all causal: a row's score uses only the rows before it and itself):
   quantised windows and their Haar coefficients clustered by a dual-vigilance fuzzy ART; a new
   cluster after the probationary part is an anomaly. Knob: the normalisation (``file``: the file's
   min and max, as NAB allows and ARTime does; ``probation``: the probationary part's range, causal).
+- ``art-history``: ``art`` as a daemon could run it: every 3 h of series time, from cold on the last
+  7 days, normalised by that window's range; the rows since the previous cycle keep its scores.
 - ``remediator+art``: the larger of the two scores per row (one threshold for both). Knob: ART's
   normalisation.
 """
@@ -63,7 +65,7 @@ from agents.nab import (  # noqa: E402
     DETECTORS,
     read_nab_csv,
 )
-from bench.nab_art import art  # noqa: E402
+from bench.nab_art import art, art_history  # noqa: E402
 from bench.nab_score import Corpus, _file_raw, _normalise, load_corpus, optimise_threshold  # noqa: E402
 
 Series = tuple[np.ndarray, np.ndarray]
@@ -199,6 +201,7 @@ CANDIDATES: list[Candidate] = [
     ("conformal", conformal, "alpha", [0.05, 0.3, 1.0]),
     ("discord", discord, "m", [16, 64]),
     ("art", art, "norm", ["file", "probation"]),
+    ("art-history", art_history, None, [None]),
     ("remediator+art", lambda series, norm="file": [np.maximum(a, b) for a, b in zip(
         DETECTORS["remediator"](series), art(series, norm=norm), strict=True)], "norm", ["file", "probation"]),
 ]
