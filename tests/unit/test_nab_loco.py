@@ -67,3 +67,20 @@ def test_the_adaptive_resonance_candidate_alarms_on_a_new_shape_and_not_on_a_rep
         assert 3000 <= top <= 3200 and not s[2016:3000].any(), np.nonzero(s)[0]
         assert (s >= 0).all() and (s <= 1).all()
     assert not art.art_scores(np.full(50, np.nan)).any()
+
+
+def test_the_daemon_shaped_art_replay_scores_each_cycle_from_cold_on_its_window() -> None:
+    """bench/nab_art.py art_history: every 3 h of series time, ART from cold on the last 7 days;
+    the rows since the previous cycle keep that run's scores (recomputed here for one cycle)."""
+    art = load_bench("nab_art")
+    t = 1.6e9 + 300.0 * np.arange(3500)
+    rng = np.random.default_rng(1)
+    v = 10 + 3 * np.sin(2 * np.pi * np.arange(t.size) / 288) + rng.normal(0, 0.1, t.size)
+    v[3000:] += 8
+    (s,) = art.art_history([(t, v)])
+    assert 3000 <= int(np.argmax(s)) <= 3300 and s.max() > 0
+    e = 36 * 84 - 1                     # a cycle ends here (36 rows of 5 minutes each), the first after the step
+    lo = int(np.searchsorted(t, t[e] - 7 * 86400.0))
+    assert s[e - 35: e + 1].any()
+    np.testing.assert_array_equal(s[e - 35: e + 1], art.art_scores(v[lo: e + 1])[-36:])
+    np.testing.assert_array_equal(s[e + 1: e + 37], art.art_scores(v[lo + 36: e + 37])[-36:])
