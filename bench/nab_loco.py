@@ -42,7 +42,7 @@ Candidates (all causal: a row's score uses only the rows before it and itself):
 - ``art-history``: ``art`` as a daemon could run it: every 3 h of series time, from cold on the last
   7 days, normalised by that window's range; the rows since the previous cycle keep its scores.
 - ``remediator+art``: the larger of the two scores per row (one threshold for both). Knob: ART's
-  normalisation.
+  normalisation. ``remediator+art-history``: the same with ``art-history``.
 """
 
 from __future__ import annotations
@@ -204,6 +204,8 @@ CANDIDATES: list[Candidate] = [
     ("art-history", art_history, None, [None]),
     ("remediator+art", lambda series, norm="file": [np.maximum(a, b) for a, b in zip(
         DETECTORS["remediator"](series), art(series, norm=norm), strict=True)], "norm", ["file", "probation"]),
+    ("remediator+art-history", lambda series: [np.maximum(a, b) for a, b in zip(
+        DETECTORS["remediator"](series), art_history(series), strict=True)], None, [None]),
 ]
 
 
