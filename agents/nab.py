@@ -23,12 +23,13 @@ import math
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents.config import DEFAULT_RESOLVE_AFTER
+from agents.config import DetectionSettings
 from tools.detectors.anomaly import ALARM, StreamingAnomalyDetector, steps_per_day
 from tools.detectors.common import InputStats
 from tools.detectors.cost import CostSettings, WorkloadSeries, detect_cost_anomalies, seasonal_expected
@@ -127,8 +128,8 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
     them do not apply; ``min_duration``, ``min_ratio``, the noise gate and "rises only" do."""
     streaming = detect_remediator(series)
     settings = settings or CostSettings()
-    quiet = (max(settings.min_duration_s, DEFAULT_RESOLVE_AFTER.total_seconds()) if resolve_after_s is None
-             else resolve_after_s)   # detection.resolve_after, unset
+    quiet = (DetectionSettings(min_duration=timedelta(seconds=settings.min_duration_s)).quiet_before_resolve
+             .total_seconds() if resolve_after_s is None else resolve_after_s)   # the daemon's rule when unset
     out: list[np.ndarray] = []
     for k, ((t, v), sc) in enumerate(zip(series, streaming, strict=True)):
         log.info("production replay: series %d of %d (%d rows)", k + 1, len(series), v.size)

@@ -118,18 +118,20 @@ def _nanmean(a: Array) -> float:
     return float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
 
 
-def seasonal_expected(v: Array, period: int, days: int) -> tuple[Array, Array]:
-    """Expected value per point from the same phase on previous periods, and how many
-    references each point had."""
-    n = v.size
-    lags = np.full((days, n), np.nan)
+def seasonal_expected(v: Array, period: int, days: int, cols: np.ndarray | None = None) -> tuple[Array, Array]:
+    """Expected value per point from the same phase on previous periods (NaN where fewer than two
+    exist), and how many references each point had; at the indices ``cols`` along the last axis
+    (all points when None). ``v`` is one series [time] or several [series, time] with ``cols``
+    [series, k]: a point's expectation reads only the points before it."""
+    if cols is None:
+        cols = np.arange(v.shape[-1])
+    lags = np.full((days, *cols.shape), np.nan)
     for k in range(1, days + 1):
-        s = k * period
-        if s < n:
-            lags[k - 1, s:] = v[: n - s]
+        src = cols - k * period
+        ok = src >= 0
+        lags[k - 1] = np.where(ok, np.take_along_axis(v, np.where(ok, src, 0), axis=-1), np.nan)
     count = np.sum(np.isfinite(lags), axis=0).astype(np.float64)
-    exp = _nanmedian(lags, axis=0)
-    exp = np.where(count >= 2, exp, np.nan)
+    exp = np.where(count >= 2, _nanmedian(lags, axis=0), np.nan)
     return exp, count
 
 
@@ -145,13 +147,7 @@ def _expected_or_day_before(v: Array, period: int, days: int, at: slice | None =
     sample's expectation reads only the samples before it)."""
     n = v.size
     cols = np.arange(n)[at] if at is not None else np.arange(n)
-    lags = np.full((days, cols.size), np.nan)
-    for k in range(1, days + 1):
-        src = cols - k * period
-        ok = src >= 0
-        lags[k - 1, ok] = v[src[ok]]
-    count = np.sum(np.isfinite(lags), axis=0)
-    exp = np.where(count >= 2, _nanmedian(lags, axis=0), np.nan)
+    exp, _ = seasonal_expected(v, period, days, cols)
     missing = ~np.isfinite(exp)
     if missing.any():
         need = np.zeros(n, dtype=bool)
@@ -160,21 +156,22 @@ def _expected_or_day_before(v: Array, period: int, days: int, at: slice | None =
     return exp
 
 
-def _trailing(v: Array, width: int, stat: str = "mean", min_frac: float = 0.5) -> Array:
-    """Trailing mean over ``width`` samples ending at each index (NaN until ``width`` samples exist
-    or when fewer than ``min_frac`` of them are finite)."""
-    n = v.size
-    out = np.full(n, np.nan)
+def _trailing(v: Array, width: int, min_frac: float = 0.5) -> Array:
+    """Trailing mean over ``width`` samples ending at each index along the last axis (NaN until
+    ``width`` samples exist or when fewer than ``min_frac`` of them are finite); ``v`` is one
+    series [time] or several [series, time]."""
+    n = v.shape[-1]
+    out = np.full(v.shape, np.nan)
     if n < width or width < 1:
         return out
     ok = np.isfinite(v)
-    cs = np.concatenate([[0.0], np.cumsum(np.where(ok, v, 0.0))])
-    cn = np.concatenate([[0], np.cumsum(ok)])
-    s = cs[width:] - cs[:-width]
-    c = cn[width:] - cn[:-width]
+    zero = np.zeros((*v.shape[:-1], 1))
+    cs = np.concatenate([zero, np.cumsum(np.where(ok, v, 0.0), axis=-1)], axis=-1)
+    cn = np.concatenate([zero.astype(np.int64), np.cumsum(ok, axis=-1)], axis=-1)
+    s = cs[..., width:] - cs[..., :-width]
+    c = cn[..., width:] - cn[..., :-width]
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.where(c >= max(1, min_frac * width), s / np.maximum(c, 1), np.nan)
-    out[width - 1:] = m
+        out[..., width - 1:] = np.where(c >= max(1, min_frac * width), s / np.maximum(c, 1), np.nan)
     return out
 
 
@@ -322,44 +319,24 @@ def _may_rise(x: Array, ts: Array, step: float, period: int, settings: CostSetti
     if k > 1:
         sure &= ts[r, last] - ts[r, np.maximum(last + 2 - k, 0)] + step < settings.min_duration_s
     cols = np.clip(last[:, None] + 1 - k + np.arange(k)[None, :], 0, n - 1)
-    lags = np.full((settings.seasonal_days, s, k), np.nan)
-    for j in range(1, settings.seasonal_days + 1):
-        src = cols - j * period
-        ok = src >= 0
-        lags[j - 1][ok] = x[np.broadcast_to(r[:, None], src.shape)[ok], src[ok]]
-    sure &= (np.isfinite(lags).sum(axis=0) >= 2).all(axis=1)       # else the day-before fallback: not screened
+    exp, count = seasonal_expected(x, period, settings.seasonal_days, cols)
+    sure &= (count >= 2).all(axis=1)       # else the day-before fallback: not screened
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)    # a tail of NaN only: its mean is NaN, as _nanmean's
-        m_v = np.nanmean(x[r[:, None], cols], axis=1)
-        m_e = np.nanmean(_nanmedian(lags, axis=0), axis=1)
+        m_v = np.nanmean(np.take_along_axis(x, cols, axis=1), axis=1)
+        m_e = np.nanmean(exp, axis=1)
         bar = m_e * half
         elevated_fails = np.isfinite(m_e) & ~(m_v >= bar - SCREEN_MARGIN * np.abs(bar))
     fire: np.ndarray = (last + 1 - k >= 0) & ~(sure & elevated_fails)   # fewer than k samples: no window lasts min_duration
     # "the 24 h mean rose by half the ratio gate" (``_level_shift``)
     if n >= 2 * period + 1:
-        d = _trailing_rows(x, period)
+        d = _trailing(x, period)
         ref0 = _nanmedian(d[:, period - 1: 2 * period], axis=1)
         d_now = d[r, last]
         with np.errstate(invalid="ignore"):
             bar = ref0 * half
             fire |= np.isfinite(ref0) & np.isfinite(d_now) & (ref0 > 0) & (d_now >= bar - SCREEN_MARGIN * np.abs(bar))
     return fire
-
-
-def _trailing_rows(x: Array, width: int) -> Array:
-    """``_trailing`` (mean, min_frac 0.5) of every row of ``x`` [series, time]."""
-    s, n = x.shape
-    out = np.full((s, n), np.nan)
-    if n < width or width < 1:
-        return out
-    ok = np.isfinite(x)
-    cs = np.concatenate([np.zeros((s, 1)), np.cumsum(np.where(ok, x, 0.0), axis=1)], axis=1)
-    cn = np.concatenate([np.zeros((s, 1), dtype=np.int64), np.cumsum(ok, axis=1)], axis=1)
-    tot = cs[:, width:] - cs[:, :-width]
-    c = cn[:, width:] - cn[:, :-width]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, width - 1:] = np.where(c >= max(1, 0.5 * width), tot / np.maximum(c, 1), np.nan)
-    return out
 
 
 def regular_grid(ts: Array) -> tuple[Array, np.ndarray, bool]:
