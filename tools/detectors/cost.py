@@ -5,14 +5,23 @@
    node type, a price change) is one unbroken window from its onset to the latest sample, whatever
    the autoscaler does meanwhile.
 1b. **The torch streaming detector's alarm** (``tools/detectors/anomaly.py``, every series of the
-   cycle scored as one batch; the score NAB measures): its latest alarm is the onset of the current
-   event (after an alarm it stays quiet for half a day, so one event raises one alarm). The window
-   runs from that onset (or from where the same-hour CUSUM says the rise began, if earlier) to the
-   latest sample and is judged like test 2 (same-hour expectation, noise gate, ratio,
-   ``min_duration``, still elevated at its end). One alarm decides about one rise: once the rise
-   it saw has ended (the CUSUM returned to zero), a later rise is not that alarm's. An alarm on a
-   blip, a drop or a rise that has ended decides nothing; a rise it missed (a creep it adapted to)
-   is left to tests 2 and 3. ``remediator nab --detector production`` replays this whole function on NAB's series.
+   cycle scored as one batch; the score NAB measures) decides, with the cost gates on top: its
+   latest alarm is the onset of an event (after an alarm it stays quiet for half a day, so one
+   event raises one alarm), judged against a reference from before the alarm (the pre-alarm
+   level per time of day; with less than a day before it, the median of what there is) on the
+   mean of the last ``min_duration`` at each sample (the tail). The event **opens** once it has
+   lasted ``min_duration``, its mean since the alarm is ``min_ratio`` above the reference and its
+   tail is high (above half the ratio gate, and above what the tail exceeded the reference by on
+   95 % of the time before the alarm); it is **over** once the tail has not been high for
+   ``event_end_s`` (1 h), and an event that is over never decides again (one alarm, one event;
+   its incident resolves and stays resolved). In between it is a finding whenever its tail is
+   high (hysteresis: the mean since the alarm may sink under the gate as the event goes on). No
+   noise gate beyond that: the alarm is the model's judgement. A rise from a reference of about
+   $0/h reads as x100. An alarm on a blip, a drop or a rise that has ended decides nothing; when
+   the cost was already high in the hour before the alarm (a creep the model alarmed on late), the
+   window starts where the level test says the rise began. A rise the model missed (a creep it
+   adapted to, a rise in its quiet time after an earlier alarm) is left to tests 2 and 3.
+   ``remediator nab --detector production`` replays this whole function on NAB's series.
 2. **Same hour of the previous days** on the total $/h: expected = median of the values at the same
    time of day on the previous days (up to ``seasonal_days``; at least 2, else the median of the
    24 h before); noise = 1.4826 x MAD of the residuals before the last day, but never more than
@@ -29,7 +38,8 @@
 
 Gates on top, each an explicit ``errors`` entry when it drops a rise (never silent): traffic
 explaining the rise (cost ratio / traffic ratio < ``min_ratio``), at most ``replica_step``
-replicas above the usual count (autoscaler granularity), the noise gate, and ``min_duration``.
+replicas above the usual count (autoscaler granularity), the noise gate (tests 1, 2 and 3), and
+``min_duration``.
 Series with bad values (NaN, infinities, too few samples, irregular timestamps) are counted in
 ``stats``; irregular timestamps are put on a regular grid at the median step first.
 """
@@ -54,6 +64,7 @@ LEVEL_ONSET_FRACTION = 0.1    # the change began where the 24 h mean was last wi
 PROFILE_HALF_WIDTH_S = 1800.0  # the reference profile at a time of day: median over +-30 min on the reference days
 MAX_GRID_GROWTH = 20           # a grid this many times longer than the samples (and over MAX_GRID) is pathological
 MAX_GRID = 50_000
+MAX_RATIO = 100.0              # test 1b: a rise from a reference of (next to) $0/h reads as this ratio
 ALARM_LINK_S = 3600.0          # a streaming alarm is about a rise that began at most this long after it
 MIN_REPLICA_COVERAGE = 0.5     # cost per replica is judged when replicas are known for half the cost samples
 
@@ -66,6 +77,7 @@ class CostSettings:
     seasonal_days: int = 6
     replica_step: float = 1.0   # this many replicas above the usual count at this hour is autoscaling granularity
     tests: tuple[str, ...] = ("per_replica", "streaming", "seasonal", "level_shift")   # which tests may decide
+    event_end_s: float = 3600.0   # a streaming alarm's event is over after this long back near its reference
 
 
 @dataclass(frozen=True)
@@ -283,6 +295,8 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
         if int(np.nonzero(finite)[0][-1]) < v.size - 1 - MAX_GAP_STEPS:
             quiet.add(i)    # no recent data: _detect_one returns without a note
             continue
+        if "streaming" in settings.tests and _alarm_onset(w.anomaly_alarm_ts, ts, int(np.nonzero(finite)[0][-1])) is not None:
+            continue    # test 1b judges against the pre-alarm level, not the screen's expectations: left to the tests
         judged = [v]
         if w.replicas is not None and "per_replica" in settings.tests:
             rc = clean_series(w.ts, w.replicas)
@@ -424,7 +438,7 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
     streaming_notes: list[str] = []
     onset = _alarm_onset(w.anomaly_alarm_ts, ts, last)
     if exc is None and onset is not None and "streaming" in settings.tests:
-        exc = _seasonal(v, ts, step, period, settings, unit_price, streaming_notes, method="streaming", onset=onset)
+        exc = _event(v, ts, step, period, settings, onset)
         if exc is not None and not _gates(exc, w, v, reps, rate, ts, step, settings, unit_price, streaming_notes):
             exc = None
     if exc is None and "seasonal" in settings.tests:
@@ -442,7 +456,11 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
     if exc.method in ("streaming", "seasonal"):   # a creep or a step that persists: say since when and how much per day too
         lvl = _level_shift(v, ts, step, period, settings, [])
         if lvl is not None:
-            exc.level["level_shift"] = lvl.level["level_shift"]
+            if exc.method == "streaming" and lvl.start < exc.start and _risen_before(exc, v, step, settings) and _gates(
+                    lvl, w, v, reps, rate, ts, step, settings, unit_price, []):
+                exc = lvl   # the alarm came late in a rise that began before it: the window starts where the rise did
+            else:
+                exc.level["level_shift"] = lvl.level["level_shift"]
     return _finding(w, exc, ts, v, reps, rate, step, settings, align)
 
 
@@ -498,6 +516,89 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
                      f"sigmas (sigma {sigma:.4g}/h): below the noise gate")
         return None
     return _Excursion(method=method, start=start, last=last, actual=actual, expected=expected, sigma=sigma, exp=exp)
+
+
+def _event(v: Array, ts: Array, step: float, period: int, settings: CostSettings, onset: int) -> _Excursion | None:
+    """Test 1b: the streaming detector's latest alarm decides. Its event runs from the alarm (``onset``)
+    against a reference from before it (the pre-alarm level per time of day, from the days before the
+    alarm; with less than a day before it, the median of what there is). Judged on the mean of the last
+    ``min_duration`` at each sample (the tail): the event **opens** at the first sample where it has
+    lasted ``min_duration``, its mean since the alarm is ``min_ratio`` above the reference and the tail
+    is above half that gate; it is **over** once the tail has stayed below half the gate for
+    ``event_end_s`` (one alarm, one event: an event that ended never decides again). A finding while
+    it has opened, is not over and its tail is above half the gate now (hysteresis: the mean since the
+    alarm may sink under the gate as the event goes on; a dip shorter than ``event_end_s`` pauses the
+    finding, as correlate's quiet time keeps the incident). No noise gate: the model's alarm is the
+    judgement that this is not the series' usual noise."""
+    last = int(np.nonzero(np.isfinite(v))[0][-1])
+    if ts[last] - ts[onset] + step < settings.min_duration_s:
+        return None
+    exp = _pre_alarm_reference(v, onset, last, period, step)
+    if exp is None:
+        return None
+    half = 1 + 0.5 * (settings.min_ratio - 1)
+    k = max(1, int(math.ceil(settings.min_duration_s / step)))
+    x, e = v[onset: last + 1], exp[onset: last + 1]
+    ok = np.isfinite(x) & np.isfinite(e)
+    xs, es = np.where(ok, x, 0.0), np.where(ok, e, 0.0)
+    t_mean, t_exp = _trailing(np.where(ok, x, np.nan), k, 1e-9), _trailing(np.where(ok, e, np.nan), k, 1e-9)
+    if k > 1:   # the first samples' tail is what there is since the alarm
+        cx, ce, cn = np.cumsum(xs), np.cumsum(es), np.cumsum(ok)
+        head = slice(0, min(k - 1, x.size))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t_mean[head] = np.where(cn[head] > 0, cx[head] / np.maximum(cn[head], 1), np.nan)
+            t_exp[head] = np.where(cn[head] > 0, ce[head] / np.maximum(cn[head], 1), np.nan)
+    pre = v[:onset] - exp[:onset]
+    # what the tail usually exceeds its reference by before the alarm (its 95th percentile): a tail no
+    # higher than that is the series' usual noise (a bursty series over a reference of 0 included)
+    pre_tail = _trailing(pre, k, 1e-9)
+    usual = float(np.nanpercentile(pre_tail, 95)) if np.isfinite(pre_tail).sum() >= 4 * k else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        high = (t_mean >= t_exp * half) & (t_mean - t_exp > max(usual, 0.0))   # NaN (no sample in the tail): not high
+        run_ratio = np.cumsum(xs) / np.cumsum(es)           # the mean since the alarm over its reference's (inf from 0)
+    lasted = ts[onset: last + 1] - ts[onset] + step >= settings.min_duration_s
+    opens = np.nonzero(lasted & high & (run_ratio >= settings.min_ratio) & (np.cumsum(ok) > 0))[0]
+    if opens.size == 0 or not high[-1]:
+        return None
+    # over: a stretch of event_end_s whose tails were all low (missing samples neither end nor break it)
+    low_t = ts[onset: last + 1][np.isfinite(t_mean) & ~high]
+    high_t = ts[onset: last + 1][high]
+    if low_t.size:
+        prev_high = np.concatenate([[ts[onset] - step], high_t])[np.searchsorted(high_t, low_t)]
+        if (low_t - prev_high >= settings.event_end_s).any():
+            return None   # the event ended: this alarm has decided all it can
+    win = slice(onset, last + 1)
+    actual, expected = _nanmean(v[win][ok]), _nanmean(exp[win][ok])
+    if not (math.isfinite(actual) and math.isfinite(expected)) or actual <= 0:
+        return None
+    # spend from (next to) nothing: the reference counts as 1 % of the spend now (the ratio reads x100)
+    expected = max(expected, actual / MAX_RATIO)
+    sigma = max(robust_sigma(pre) if np.isfinite(pre).sum() >= 3 else 0.0, 0.01 * abs(expected), 1e-9)
+    return _Excursion(method="streaming", start=onset, last=last, actual=actual, expected=expected, sigma=sigma,
+                      exp=exp)
+
+
+def _risen_before(exc: _Excursion, v: Array, step: float, settings: CostSettings) -> bool:
+    """True when the cost was already above half the ratio gate over test 1b's reference in the hour
+    before its alarm: the alarm came late in a rise (a creep) that began earlier."""
+    hour = slice(max(0, exc.start - max(1, int(round(3600 / step)))), exc.start)
+    return bool(_nanmean(v[hour]) >= _nanmean(exc.exp[hour]) * (1 + 0.5 * (settings.min_ratio - 1)))
+
+
+def _pre_alarm_reference(v: Array, onset: int, last: int, period: int, step: float) -> Array | None:
+    """Expected value per sample from before ``onset``: the time-of-day profile of the days before it
+    when a full day precedes it, else the median of the samples before it (at least three, an hour or
+    more); None when there is less."""
+    before = v[:onset]
+    if onset >= period and np.isfinite(before).sum() >= period // 2:
+        profile, phase = _reference_profile(v, onset - 1, last, period, step)
+        exp = profile[phase]
+        if np.isfinite(exp[onset: last + 1]).all():
+            return exp
+    fin = np.isfinite(before)
+    if fin.sum() < 3 or onset * step < 3600:
+        return None
+    return np.full(v.size, float(np.median(before[fin])))
 
 
 def _alarm_onset(alarm_ts: float | None, ts: Array, last: int) -> int | None:
