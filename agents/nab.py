@@ -23,6 +23,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -125,11 +126,12 @@ def detect_production(series: list[Series], every_s: float = CYCLE_EVERY_S, hist
     OPENING_FLOOR): NAB's threshold sweep then chooses how much of the model's evidence an opening
     needs (at OPENING_FLOOR: every opening, the daemon's own decisions; at ``ALARM``: the openings
     whose window holds an alarm). NAB's series have no replicas or traffic, so the gates that need
-    them do not apply; ``min_duration``, ``min_ratio``, the noise gate and "rises only" do."""
+    them do not apply; ``min_duration``, ``min_ratio``, the noise gates and "rises only" do."""
     streaming = detect_remediator(series)
     settings = settings or CostSettings()
     quiet = (DetectionSettings(min_duration=timedelta(seconds=settings.min_duration_s)).quiet_before_resolve
              .total_seconds() if resolve_after_s is None else resolve_after_s)   # the daemon's rule when unset
+    settings = replace(settings, event_end_s=quiet)   # as the detect node does: an event ends when its incident may resolve
     out: list[np.ndarray] = []
     for k, ((t, v), sc) in enumerate(zip(series, streaming, strict=True)):
         log.info("production replay: series %d of %d (%d rows)", k + 1, len(series), v.size)

@@ -94,7 +94,8 @@ def detect(state: CycleState, runtime: Runtime[Deps]) -> CycleState:
             replicas=_values(r), request_rate=_values(rr), gpu_util=_values(u)))
     series = _with_anomaly_scores(deps, series, errors)
     cost_settings = CostSettings(min_duration_s=s.detection.min_duration.total_seconds(),
-                                 min_ratio=s.detection.cost_min_ratio, z=s.detection.cost_z)
+                                 min_ratio=s.detection.cost_min_ratio, z=s.detection.cost_z,
+                                 event_end_s=s.detection.quiet_before_resolve.total_seconds())
     for f in detect_cost_anomalies(series, cost_settings, stats):
         change = request_change(deps, workloads.get(f.service), f.evidence)
         findings.append(f.model_copy(update={"evidence": {**f.evidence, "request_change": change}}) if change else f)

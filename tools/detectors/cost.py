@@ -65,7 +65,6 @@ PROFILE_HALF_WIDTH_S = 1800.0  # the reference profile at a time of day: median 
 MAX_GRID_GROWTH = 20           # a grid this many times longer than the samples (and over MAX_GRID) is pathological
 MAX_GRID = 50_000
 MAX_RATIO = 100.0              # test 1b: a rise from a reference of (next to) $0/h reads as this ratio
-ALARM_LINK_S = 3600.0          # a streaming alarm is about a rise that began at most this long after it
 MIN_REPLICA_COVERAGE = 0.5     # cost per replica is judged when replicas are known for half the cost samples
 
 
@@ -77,7 +76,8 @@ class CostSettings:
     seasonal_days: int = 6
     replica_step: float = 1.0   # this many replicas above the usual count at this hour is autoscaling granularity
     tests: tuple[str, ...] = ("per_replica", "streaming", "seasonal", "level_shift")   # which tests may decide
-    event_end_s: float = 3600.0   # a streaming alarm's event is over after this long back near its reference
+    event_end_s: float = 3600.0   # test 1b: an alarm's event is over after this long back near its reference
+    #                               (the daemon passes detection.resolve_after: the quiet time before an incident resolves)
 
 
 @dataclass(frozen=True)
@@ -465,12 +465,9 @@ def _detect_one(w: WorkloadSeries, settings: CostSettings, stats: InputStats) ->
 
 
 def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSettings, unit_price: float,
-              notes: list[str], method: str = "seasonal", label: str = "cost",
-              onset: int | None = None) -> _Excursion | None:
-    """Test 2 (also test 1 on the cost per replica, and test 1b from the streaming alarm's ``onset``):
-    the same hour on the previous days. The excursion starts where the CUSUM of the relative excess
-    last left zero; with an ``onset`` (the streaming alarm) only if that rise began by the alarm
-    (+ ALARM_LINK_S), and then from the earlier of the two (a creep the detector alarmed on late)."""
+              notes: list[str], method: str = "seasonal", label: str = "cost") -> _Excursion | None:
+    """Test 2 (also test 1 on the cost per replica): the same hour on the previous days. The
+    excursion starts where the CUSUM of the relative excess last left zero."""
     n = v.size
     last = int(np.nonzero(np.isfinite(v))[0][-1])
     k_tail = max(1, int(math.ceil(settings.min_duration_s / step)))
@@ -494,13 +491,6 @@ def _seasonal(v: Array, ts: Array, step: float, period: int, settings: CostSetti
         # cost moves in whole replicas: the noise gate may hold back at most replica_step + 1/2 of them
         sigma = min(sigma, max((settings.replica_step + 0.5) * unit_price / settings.z, 0.01 * abs(base_level), 1e-9))
     start = _cusum_start(v, exp, settings.min_ratio, last)
-    if onset is not None:
-        # the alarm decides only about the rise it saw: the rise running now must have begun by then
-        # (one alarm, one event; a later rise is not this alarm's), and the window goes back to where
-        # that rise began if it was before the alarm
-        if start is None or ts[start] > ts[onset] + ALARM_LINK_S:
-            return None
-        start = min(start, onset)
     if start is None or ts[last] - ts[start] + step < settings.min_duration_s:
         return None   # no current excursion, or one shorter than min_duration (a blip)
     win = slice(start, last + 1)
@@ -592,7 +582,7 @@ def _pre_alarm_reference(v: Array, onset: int, last: int, period: int, step: flo
     before = v[:onset]
     if onset >= period and np.isfinite(before).sum() >= period // 2:
         profile, phase = _reference_profile(v, onset - 1, last, period, step)
-        exp = profile[phase]
+        exp: Array = profile[phase]
         if np.isfinite(exp[onset: last + 1]).all():
             return exp
     fin = np.isfinite(before)
