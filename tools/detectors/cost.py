@@ -267,13 +267,14 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
     whole cycle at once (numpy over [series, time]) so that the per-series tests run only where one
     of them can fire. Every test is a conjunction whose notes come last, and a rise must pass one
     of two first conditions: "still elevated at its end" (the last ``min_duration`` of samples at
-    least half the ratio gate above their same-hour expectation: tests 1, 1b and 2) or "the 24 h
+    least half the ratio gate above their same-hour expectation: tests 1 and 2) or "the 24 h
     mean rose by half the ratio gate" (test 3). A workload is quiet when its $/h series (and its
     cost per replica, where test 1 would judge it) fails both. Only series that would reach the
     tests unchanged are screened: timestamps on their grid (as ``regular_grid`` decides, within a
     tenth of a step: _detect_one then keeps them as they are), no infinities, at least 3 finite
     samples, two previous days at the same hour for the tail; anything else (and a series within
-    SCREEN_MARGIN of a condition) goes to the tests as before. tests/unit/test_cost_screen.py checks
+    SCREEN_MARGIN of a condition, and a series with a streaming alarm in its window: test 1b judges
+    against the pre-alarm cost, not these expectations) goes to the tests. tests/unit/test_cost_screen.py checks
     the findings and notes are those of the tests alone."""
     rows: dict[tuple[int, float], list[tuple[int, Array, Array]]] = {}
     quiet: set[int] = set()
