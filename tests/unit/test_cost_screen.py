@@ -148,3 +148,28 @@ def test_the_expectation_at_a_few_samples_equals_the_whole_series_there() -> Non
         b = int(rng.integers(a, n)) + 1
         np.testing.assert_array_equal(C._expected_or_day_before(v, period, 6, slice(a, b)), whole[a:b])
         assert math.isnan(whole[0])   # nothing before the first sample
+
+
+def test_the_pre_alarm_reference_at_the_last_samples_equals_the_whole_one_there() -> None:
+    """Test 1b first checks its tail against the pre-alarm reference at the last k samples alone
+    (``only=k``); that must be the whole reference's value there, with gaps, short histories and
+    onsets less than a day or an hour in."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        step = float(rng.choice([60.0, 120.0, 300.0, 3600.0]))
+        period = int(round(DAY / step))
+        n = int(rng.integers(10, 8 * period))
+        v = rng.gamma(2.0, 5.0, n) * (1 + 0.3 * np.sin(2 * np.pi * np.arange(n) / period))
+        v[rng.random(n) < rng.choice([0.0, 0.05, 0.5])] = np.nan
+        onset, k = int(rng.integers(1, n)), int(rng.integers(1, 20))
+        last = n - 1
+        whole = C._pre_alarm_reference(v, onset, last, period, step)
+        tail = C._pre_alarm_reference(v, onset, last, period, step, only=k)
+        if whole is None:
+            assert tail is None or not np.isfinite(tail[onset:]).any()
+            continue
+        at = slice(max(0, n - k), n)
+        if tail is None:
+            assert not np.isfinite(whole[at][np.arange(at.start, n) >= onset]).any()
+            continue
+        np.testing.assert_array_equal(tail[at], whole[at])

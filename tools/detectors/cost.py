@@ -249,10 +249,15 @@ def detect_cost_anomalies(
     stats = stats if stats is not None else InputStats()
     findings: list[Finding] = []
     quiet = _quiet(workloads, settings)
+    alarm_only = replace(settings, tests=("streaming",)) if "streaming" in settings.tests else None
     for i, w in enumerate(workloads):
         if i in quiet:
-            continue
-        f = _detect_one(w, settings, stats)
+            # tests 1, 2 and 3 cannot find it (nor note anything): only an alarm's event can
+            if alarm_only is None or w.anomaly_alarm_ts is None:
+                continue
+            f = _detect_one(w, alarm_only, stats)
+        else:
+            f = _detect_one(w, settings, stats)
         if f is not None:
             findings.append(f)
     return findings
@@ -263,9 +268,10 @@ SCREEN_MARGIN = 1e-9   # the screen passes a series this close to a test's first
 
 
 def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
-    """Indices of the workloads that provably get no finding and no ``errors`` entry, found for the
-    whole cycle at once (numpy over [series, time]) so that the per-series tests run only where one
-    of them can fire. Every test is a conjunction whose notes come last, and a rise must pass one
+    """Indices of the workloads that tests 1, 2 and 3 provably give no finding and no ``errors``
+    entry, found for the whole cycle at once (numpy over [series, time]) so that those tests run
+    only where one of them can fire (test 1b, which judges an alarm's event against the cost before
+    the alarm, still runs on a quiet workload with an alarm). Every test is a conjunction whose notes come last, and a rise must pass one
     of two first conditions: "still elevated at its end" (the last ``min_duration`` of samples at
     least half the ratio gate above their same-hour expectation: tests 1 and 2) or "the 24 h
     mean rose by half the ratio gate" (test 3). A workload is quiet when its $/h series (and its
@@ -273,9 +279,8 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
     tests unchanged are screened: timestamps on their grid (as ``regular_grid`` decides, within a
     tenth of a step: _detect_one then keeps them as they are), no infinities, at least 3 finite
     samples, two previous days at the same hour for the tail; anything else (and a series within
-    SCREEN_MARGIN of a condition, and a series with a streaming alarm in its window: test 1b judges
-    against the pre-alarm cost, not these expectations) goes to the tests. tests/unit/test_cost_screen.py checks
-    the findings and notes are those of the tests alone."""
+    SCREEN_MARGIN of a condition) goes to the tests. tests/unit/test_cost_screen.py checks the
+    findings and notes are those of the tests alone."""
     rows: dict[tuple[int, float], list[tuple[int, Array, Array]]] = {}
     quiet: set[int] = set()
     for i, w in enumerate(workloads):
@@ -296,8 +301,6 @@ def _quiet(workloads: list[WorkloadSeries], settings: CostSettings) -> set[int]:
         if int(np.nonzero(finite)[0][-1]) < v.size - 1 - MAX_GAP_STEPS:
             quiet.add(i)    # no recent data: _detect_one returns without a note
             continue
-        if "streaming" in settings.tests and _alarm_onset(w.anomaly_alarm_ts, ts, int(np.nonzero(finite)[0][-1])) is not None:
-            continue    # test 1b judges against the pre-alarm level, not the screen's expectations: left to the tests
         judged = [v]
         if w.replicas is not None and "per_replica" in settings.tests:
             rc = clean_series(w.ts, w.replicas)
@@ -524,11 +527,21 @@ def _event(v: Array, ts: Array, step: float, period: int, settings: CostSettings
     last = int(np.nonzero(np.isfinite(v))[0][-1])
     if ts[last] - ts[onset] + step < settings.min_duration_s:
         return None
+    half = 1 + 0.5 * (settings.min_ratio - 1)
+    k = max(1, int(math.ceil(settings.min_duration_s / step)))
+    if last + 1 - onset >= k:
+        # the tail must be high at the end: checked first on the last k samples' reference alone (most
+        # alarmed series fail it; computing the whole reference is the cost)
+        end = _pre_alarm_reference(v, onset, last, period, step, only=k)
+        tail = slice(last + 1 - k, last + 1)
+        if end is None:
+            return None
+        both = np.isfinite(v[tail]) & np.isfinite(end[tail])
+        if not both.any() or not v[tail][both].mean() >= end[tail][both].mean() * half:
+            return None
     exp = _pre_alarm_reference(v, onset, last, period, step)
     if exp is None:
         return None
-    half = 1 + 0.5 * (settings.min_ratio - 1)
-    k = max(1, int(math.ceil(settings.min_duration_s / step)))
     x, e = v[onset: last + 1], exp[onset: last + 1]
     ok = np.isfinite(x) & np.isfinite(e)
     xs, es = np.where(ok, x, 0.0), np.where(ok, e, 0.0)
@@ -576,20 +589,23 @@ def _risen_before(exc: _Excursion, v: Array, step: float, settings: CostSettings
     return bool(_nanmean(v[hour]) >= _nanmean(exc.exp[hour]) * (1 + 0.5 * (settings.min_ratio - 1)))
 
 
-def _pre_alarm_reference(v: Array, onset: int, last: int, period: int, step: float) -> Array | None:
+def _pre_alarm_reference(v: Array, onset: int, last: int, period: int, step: float,
+                         only: int | None = None) -> Array | None:
     """Expected value per sample from before ``onset``: the time-of-day profile of the days before it
-    when a full day precedes it, else the median of the samples before it (at least three, an hour or
-    more); None when there is less."""
+    when a full day precedes it, and the median of the samples before it (at least three, an hour or
+    more) where that profile has nothing; None when neither exists. With ``only``, at the last
+    ``only`` samples alone (the same values there; NaN elsewhere)."""
     before = v[:onset]
-    if onset >= period and np.isfinite(before).sum() >= period // 2:
-        profile, phase = _reference_profile(v, onset - 1, last, period, step)
-        exp: Array = profile[phase]
-        if np.isfinite(exp[onset: last + 1]).all():
-            return exp
     fin = np.isfinite(before)
-    if fin.sum() < 3 or onset * step < 3600:
-        return None
-    return np.full(v.size, float(np.median(before[fin])))
+    flat = float(np.median(before[fin])) if fin.sum() >= 3 and onset * step >= 3600 else math.nan
+    exp: Array = np.full(v.size, flat)
+    if onset >= period and fin.sum() >= period // 2:
+        profile, phase = _reference_profile(v, onset - 1, last, period, step, only)
+        prof = profile[phase]
+        exp = np.where(np.isfinite(prof), prof, exp)
+    if only is not None:
+        exp[: max(0, last + 1 - only)] = np.nan
+    return exp if np.isfinite(exp[onset: last + 1]).any() else None
 
 
 def _alarm_onset(alarm_ts: float | None, ts: Array, last: int) -> int | None:
@@ -745,9 +761,11 @@ def _hinge(d: Array, ts: Array, lo: int, hi: int, every: int) -> int:
     return int(idx[k]) if gain[k] > 0 else lo
 
 
-def _reference_profile(x: Array, ref_end: int, last: int, period: int, step: float) -> tuple[Array, np.ndarray]:
+def _reference_profile(x: Array, ref_end: int, last: int, period: int, step: float,
+                       only: int | None = None) -> tuple[Array, np.ndarray]:
     """Per time of day (phase counted back from ``last``): the median of ``x`` within +-30 min of it
-    on the samples up to ``ref_end``; and each sample's phase."""
+    on the samples up to ``ref_end``; and each sample's phase. With ``only``, the profile is computed
+    for the first ``only`` phases (the last ``only`` samples' times of day) and NaN elsewhere."""
     n = x.size
     half = max(0, int(round(PROFILE_HALF_WIDTH_S / step)))
     phase = (last - np.arange(n)) % period
@@ -756,8 +774,10 @@ def _reference_profile(x: Array, ref_end: int, last: int, period: int, step: flo
     days = last // period + 1
     idx = last - np.arange(period)[None, :] - period * np.arange(days)[:, None]
     table = np.where((idx >= 0) & (idx <= ref_end), x[np.clip(idx, 0, n - 1)], np.nan)
-    near = (np.arange(period)[:, None] + np.arange(-half, half + 1)[None, :]) % period
-    profile = _nanmedian(table[:, near].transpose(1, 0, 2).reshape(period, -1), axis=1)
+    rows = np.arange(period if only is None else min(only, period))
+    near = (rows[:, None] + np.arange(-half, half + 1)[None, :]) % period
+    profile = np.full(period, np.nan)
+    profile[rows] = _nanmedian(table[:, near].transpose(1, 0, 2).reshape(rows.size, -1), axis=1)
     return profile, phase
 
 
