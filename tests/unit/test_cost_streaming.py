@@ -179,7 +179,7 @@ def test_an_event_stays_found_while_its_tail_holds_above_half_the_gate() -> None
 
 def test_spend_from_nothing_is_a_rise_and_noise_near_nothing_ends_the_event() -> None:
     """A workload that cost (about) $0/h for days: new spend is a rise (read as x100); once it is back
-    to about $0/h, noise around nothing does not keep the event (and its incident) alive."""
+    to about $0/h, noise around nothing does not count as the event going on (the finding stops)."""
     rng = np.random.default_rng(24)
     ts, _ = _flat(seed=24)
     cost = np.abs(rng.normal(0.0, 0.01, ts.size))

@@ -544,14 +544,15 @@ def _event(v: Array, ts: Array, step: float, period: int, settings: CostSettings
         return None
     x, e = v[onset: last + 1], exp[onset: last + 1]
     ok = np.isfinite(x) & np.isfinite(e)
-    xs, es = np.where(ok, x, 0.0), np.where(ok, e, 0.0)
-    t_mean, t_exp = _trailing(np.where(ok, x, np.nan), k, 1e-9), _trailing(np.where(ok, e, np.nan), k, 1e-9)
-    if k > 1:   # the first samples' tail is what there is since the alarm
-        cx, ce, cn = np.cumsum(xs), np.cumsum(es), np.cumsum(ok)
-        head = slice(0, min(k - 1, x.size))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t_mean[head] = np.where(cn[head] > 0, cx[head] / np.maximum(cn[head], 1), np.nan)
-            t_exp[head] = np.where(cn[head] > 0, ce[head] / np.maximum(cn[head], 1), np.nan)
+    # running sums since the alarm (where both are known): the tail at each sample is the mean of its
+    # last k (fewer at the start: what there is since the alarm); NaN where the tail holds no sample
+    cx, ce, cn = (np.concatenate([[0.0], np.cumsum(np.where(ok, a, 0.0))]) for a in (x, e, ok.astype(np.float64)))
+    hi = np.arange(1, x.size + 1)
+    lo = np.maximum(hi - k, 0)
+    cnt = cn[hi] - cn[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_mean = np.where(cnt > 0, (cx[hi] - cx[lo]) / np.maximum(cnt, 1), np.nan)
+        t_exp = np.where(cnt > 0, (ce[hi] - ce[lo]) / np.maximum(cnt, 1), np.nan)
     pre = v[:onset] - exp[:onset]
     # what the tail usually exceeds its reference by before the alarm (its 95th percentile): a tail no
     # higher than that is the series' usual noise (a bursty series over a reference of 0 included)
@@ -559,9 +560,9 @@ def _event(v: Array, ts: Array, step: float, period: int, settings: CostSettings
     usual = float(np.nanpercentile(pre_tail, 95)) if np.isfinite(pre_tail).sum() >= 4 * k else 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
         high = (t_mean >= t_exp * half) & (t_mean - t_exp > max(usual, 0.0))   # NaN (no sample in the tail): not high
-        run_ratio = np.cumsum(xs) / np.cumsum(es)           # the mean since the alarm over its reference's (inf from 0)
+        run_ratio = cx[1:] / ce[1:]                         # the mean since the alarm over its reference's (inf from 0)
     lasted = ts[onset: last + 1] - ts[onset] + step >= settings.min_duration_s
-    opens = np.nonzero(lasted & high & (run_ratio >= settings.min_ratio) & (np.cumsum(ok) > 0))[0]
+    opens = np.nonzero(lasted & high & (run_ratio >= settings.min_ratio))[0]   # (high: the tail holds a sample)
     if opens.size == 0 or not high[-1]:
         return None
     # over: a stretch of event_end_s whose tails were all low (missing samples neither end nor break it)
